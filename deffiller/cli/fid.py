@@ -1,0 +1,11 @@
+"""`deffiller fid`: filled in by issue 5."""
+
+
+def register(parser):
+    parser.set_defaults(func=_not_yet)
+
+
+def _not_yet(args):
+    from deffiller.errors import DefFillerError
+
+    raise DefFillerError("'deffiller fid' is not available in this version yet (issue 5)")

@@ -1,0 +1,121 @@
+"""Profiles (`configs/{tiny,smoke,paper}.yaml`) loaded into typed config objects.
+
+A profile is one YAML file. Its `paths`, `data` and `seed` are typed here; every other top-level
+section belongs to the module that uses it, which declares a dataclass with `SECTION = "<name>"`
+and reads it with `profile.section(MyConfig)`. Unknown keys are errors, so a typo in a profile
+fails loudly instead of being ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from deffiller.errors import DefFillerError
+
+PROFILES = ("tiny", "smoke", "paper")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def configs_dir() -> Path:
+    return Path(os.environ.get("DEFFILLER_CONFIGS", REPO_ROOT / "configs"))
+
+
+@dataclass
+class PathsConfig:
+    data_root: str = "data"  # folder holding SD-saliency-900/ (or where it is downloaded / synthesised)
+    outputs: str = "outputs/{profile}"  # runs, checkpoints, generated images, manifests
+    figures: str = "figures/{profile}"  # tables and figures of the paper
+    weights: str = "weights"  # local pretrained weights (SD-1.4, GLIGEN-sem, Inception, ImageNet backbones)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "SD-saliency-900"
+    classes: tuple[str, ...] = ("inclusion", "patches", "scratches")
+    prefixes: tuple[str, ...] = ("In", "Pa", "Sc")
+    image_size: int = 256  # generator resolution (the paper upsamples 200 -> 256)
+    source_size: int = 200  # SD-Saliency-900 native size, detectors are scored here
+    mask_channels: int = 152  # one-hot channels (GLIGEN-sem's ADE20K layout); 0 = background
+    per_class: int | None = None  # use only the first N pairs of each class (None = all)
+    synthetic_fallback: bool = True  # synthesise a dataset when the real one is absent
+
+
+@dataclass
+class Profile:
+    name: str
+    seed: int = 0
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    raw: dict = field(default_factory=dict, repr=False)
+
+    def path(self, key: str) -> Path:
+        """A path from `paths`, with `{profile}` filled in, relative to the repo root unless absolute."""
+        value = Path(getattr(self.paths, key).format(profile=self.name))
+        return value if value.is_absolute() else REPO_ROOT / value
+
+    def section(self, cls: type[T]) -> T:
+        """The typed config of a module: `cls.SECTION` names the YAML section."""
+        return build(cls, self.raw.get(cls.SECTION, {}), f"{self.name}.{cls.SECTION}")
+
+
+T = typing.TypeVar("T")
+
+
+def build(cls: type[T], values: dict | None, where: str) -> T:
+    """Build dataclass `cls` from a mapping, converting nested dataclasses and tuples, rejecting unknown keys."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise DefFillerError(f"config {where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = build(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise DefFillerError(f"override {dotted}: {key} is not a section")
+    node[leaf] = value
+
+
+def load_profile(name_or_path: str | os.PathLike = "tiny", overrides: dict | None = None) -> Profile:
+    """Load a profile by name (`tiny`, `smoke`, `paper`) or from a YAML path.
+
+    `overrides` maps dotted keys to values, e.g. {"train.max_steps": 3, "seed": 1}.
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = configs_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise DefFillerError(f"profile {name_or_path!r}: {path} not found; choose one of {PROFILES} or give a YAML path")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise DefFillerError(f"{path}: invalid YAML ({exc})") from exc
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    name = raw.pop("profile", path.stem)
+    return Profile(
+        name=name,
+        seed=int(raw.pop("seed", 0)),
+        paths=build(PathsConfig, raw.pop("paths", {}), f"{name}.paths"),
+        data=build(DataConfig, raw.pop("data", {}), f"{name}.data"),
+        raw=raw,
+    )
