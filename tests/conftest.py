@@ -1,0 +1,26 @@
+"""Shared fixtures: the real dataset from ../shared when present, and synthetic datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+SD900 = SHARED / "data" / "SD-saliency-900"
+
+
+@pytest.fixture(scope="session")
+def sd900() -> Path:
+    """The real SD-Saliency-900 from ../shared; skipped, with the reason shown, where it is absent."""
+    if not (SD900 / "Source Images").is_dir():
+        pytest.skip(f"real SD-Saliency-900 not found at {SD900} (CI places ../shared beside the clone)")
+    return SD900
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory) -> Path:
+    """A synthetic dataset: 4 pairs per class at 200x200, seed 0."""
+    from deffiller.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth") / "SD-saliency-900", per_class=4, seed=0)
