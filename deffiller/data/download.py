@@ -69,7 +69,8 @@ def download(out="data", source: str | None = None, verify: bool = True) -> Path
         if "://" in source:
             archive = tmp / "source.zip"
             try:
-                urllib.request.urlretrieve(source, archive)
+                with urllib.request.urlopen(source, timeout=60) as response, open(archive, "wb") as fh:
+                    shutil.copyfileobj(response, fh)
             except OSError as exc:
                 raise DefFillerError(
                     f"cannot download {source} ({exc}); without internet, download it elsewhere and run "

@@ -1,0 +1,40 @@
+"""Figure builders shared by the notebooks (matplotlib; each returns a Figure)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from deffiller.utils.io import read_image  # noqa: E402
+
+
+def image_grid(rows: dict[str, list[np.ndarray]], titles: list[str] | None = None, cell: float = 1.4):
+    """One row per key (its label on the left), images left to right."""
+    n_cols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols, cell * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.axis("off")
+            if titles and r == 0 and c < len(titles):
+                ax.set_title(titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def pairs_rows(pairs_by_label: dict, per_label: int) -> dict[str, list[np.ndarray]]:
+    """Rows of image, mask, image, mask ... for each class (the layout of the paper's Fig. 3)."""
+    rows = {}
+    for label, pairs in pairs_by_label.items():
+        cells = []
+        for pair in pairs[:per_label]:
+            cells += [read_image(pair.image, "L"), read_image(pair.mask, "L")]
+        rows[label] = cells
+    return rows

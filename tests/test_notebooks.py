@@ -1,0 +1,78 @@
+"""The notebooks: thin, parameterised, committed without outputs, and the whole chain runs under `tiny`."""
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from deffiller.config import REPO_ROOT
+from deffiller.reporting import runner
+
+NOTEBOOKS = runner.discover()
+EXPECTED_OUTPUTS = {  # notebook -> files it must write under figures/<profile>/
+    "01_data": ["fig3.png", "fig3.pdf", "dataset_stats.csv", "dataset_stats.md", "splits.csv", "provenance_01_data.json"],
+}
+
+
+def test_notebooks_exist_and_are_numbered():
+    assert NOTEBOOKS, "no notebooks found"
+    numbers = [runner.notebook_number(p) for p in NOTEBOOKS]
+    assert numbers == sorted(set(numbers))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_with_parameters(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name}: strip outputs"
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code)
+    assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell must be tagged parameters"
+    params = papermill.inspect_notebook(str(path))
+    assert "PROFILE" in params and params["PROFILE"]["inferred_type_name"] == "str"
+    assert all(p["help"] for p in params.values()), f"{path.name}: comment every parameter"
+    assert len(code) <= 12, f"{path.name}: keep notebooks thin, logic belongs in the package"
+
+
+@pytest.fixture
+def isolated_tiny(tmp_path, monkeypatch, sd900):
+    """configs/ copied with tiny's outputs and figures redirected into tmp_path, and the real data beside."""
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO_ROOT / "configs", configs)
+    tiny = yaml.safe_load((configs / "tiny.yaml").read_text())
+    tiny["paths"].update(outputs=str(tmp_path / "outputs"), figures=str(tmp_path / "figures"), data_root=str(tmp_path / "data"))
+    (configs / "tiny.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+    monkeypatch.setenv("DEFFILLER_CONFIGS", str(configs))
+    monkeypatch.setenv("DEFFILLER_DATASET", str(sd900))
+    return tmp_path
+
+
+def test_whole_chain_under_tiny_then_skips(isolated_tiny):
+    results = runner.run_all("tiny")
+    failed = [r for r in results if r.status != "ran"]
+    assert not failed, runner.summary(results)
+    for notebook, files in EXPECTED_OUTPUTS.items():
+        for name in files:
+            assert (isolated_tiny / "figures" / name).is_file(), f"{notebook} did not write {name}"
+    provenance = json.loads((isolated_tiny / "figures" / "provenance_01_data.json").read_text())
+    assert provenance["profile"] == "tiny" and provenance["data"]["synthetic"] is False
+    again = runner.run_all("tiny")
+    assert {r.status for r in again} == {"skipped"}
+
+
+def test_failure_names_the_cell_and_keep_going(tmp_path, monkeypatch, isolated_tiny):
+    notebooks = tmp_path / "nbs"
+    notebooks.mkdir()
+    for number, body in (("01", "x = 1"), ("02", "raise ValueError('broken on purpose')"), ("03", "y = 2")):
+        cells = [nbformat.v4.new_code_cell('PROFILE: str = "tiny"  # profile'), nbformat.v4.new_code_cell(body)]
+        cells[0].metadata["tags"] = ["parameters"]
+        nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}),
+                       notebooks / f"{number}_t.ipynb")
+    monkeypatch.setattr(runner, "NOTEBOOKS", notebooks)
+    stop = runner.run_all("tiny", notebooks_dir=notebooks)
+    assert [r.status for r in stop] == ["ran", "failed", "not run"]
+    assert "cell 2" in stop[1].detail and "broken on purpose" in stop[1].detail
+    going = runner.run_all("tiny", notebooks_dir=notebooks, keep_going=True)
+    assert [r.status for r in going] == ["skipped", "failed", "ran"]
