@@ -1,11 +1,14 @@
-"""`deffiller report`: filled in by issue 9."""
+"""`deffiller report`: collect a profile's tables and figures into report.md/html."""
 
 
 def register(parser):
-    parser.set_defaults(func=_not_yet)
+    parser.add_argument("--profile", default="smoke", help="tiny | smoke | paper or a YAML path (default smoke)")
+    parser.set_defaults(func=_report)
 
 
-def _not_yet(args):
-    from deffiller.errors import DefFillerError
+def _report(args):
+    from deffiller.config import load_profile
+    from deffiller.reporting.report import build_report
 
-    raise DefFillerError("'deffiller report' is not available in this version yet (issue 9)")
+    md, html = build_report(load_profile(args.profile))
+    print(f"wrote {md} and {html}")
