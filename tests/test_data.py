@@ -233,3 +233,15 @@ def test_cli_split_writes_manifest(tmp_path, synth_dataset, capsys):
     assert main(["data", "split", str(synth_dataset), "--kind", "expansion", "--out", str(out)]) == 0
     assert "3 train, 9 test" in capsys.readouterr().out  # 1:5 of 4 per class: 1 train each
     assert len(read_manifest(out, "train")) == 3 and len(read_manifest(out, "test")) == 9
+
+
+def test_scene_dataset_for_prior_stand_ins():
+    from deffiller.data.shapes import OBJECTS, SceneDataset
+
+    ds = SceneDataset(6, size=32, mask_channels=4, seed=1)
+    items = [ds[i] for i in range(6)]
+    assert all(i["pixel_values"].shape == (3, 32, 32) and i["sem"].shape == (4, 32, 32) for i in items)
+    assert torch.equal(ds[2]["pixel_values"], items[2]["pixel_values"])  # seeded
+    for item in items:
+        present = {OBJECTS[k - 1] for k in range(1, 4) if item["sem"][k].any()}
+        assert present and all(name in item["prompt"] for name in present)  # captions name what the map marks
