@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -17,6 +18,12 @@ GROUPS = {
     "detect": "saliency detectors (CSEPNet, TSERNet, MINet): train, predict, evaluate",
     "baseline": "baselines AdaBLDM and DFMGAN",
     "report": "collect tables and figures of a profile into report.md/html",
+}
+
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "free disk space and rerun the same command; finished outputs are kept and nothing half-written remains",
+    errno.EACCES: "the file or folder is not writable/readable by you: fix its permissions or choose another path",
+    errno.EROFS: "the file system is read-only: choose another output path",
 }
 
 
@@ -39,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except DefFillerError as exc:
         print(f"deffiller: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"deffiller: error: {exc.filename or ''}: {exc.strerror}; {ENVIRONMENT_ERRNOS[exc.errno]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deffiller: interrupted; rerun the same command (with --resume where offered) to continue", file=sys.stderr)
