@@ -159,12 +159,12 @@ def compute_fid(real_dir, fake_dir, per_class: bool | None = None, *, profile=No
     cached. Nothing is downloaded.
     """
     config = config or (profile.section(FidConfig) if profile is not None else FidConfig())
-    weights, cache_dir = weights or config.weights, cache_dir or config.cache_dir
-    if profile is not None:
-        weights = REPO_ROOT / weights if weights else None  # relative paths of a profile are relative to the repo
+    if profile is not None:  # a profile's relative paths are relative to the repo
+        weights = weights or (REPO_ROOT / config.weights if config.weights else None)
         weights_dir = weights_dir or profile.path("weights")
-        cache_dir = (REPO_ROOT / str(cache_dir).format(profile=profile.name) if cache_dir
-                     else profile.path("outputs") / "fid_cache")
+        cache_dir = cache_dir or (REPO_ROOT / config.cache_dir.format(profile=profile.name) if config.cache_dir
+                                  else profile.path("outputs") / "fid_cache")
+    weights, cache_dir = weights or config.weights, cache_dir or config.cache_dir
     real, fake = ImageSet.from_folder(real_dir, class_map), ImageSet.from_folder(fake_dir, class_map)
     warnings = []
     if min(len(real.files), len(fake.files)) < FID_UNBIASED_FROM:
