@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,7 @@ def torch_fidelity_extractor(weights_path, features=("2048",)):
     try:
         return create_feature_extractor("inception-v3-compat", list(features), cuda=False, verbose=False,
                                         feature_extractor_weights_path=str(weights_path))
-    except (RuntimeError, OSError, KeyError, ValueError) as exc:
+    except (RuntimeError, OSError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise DefFillerError(f"{weights_path}: not torch-fidelity InceptionV3 weights ({str(exc)[:200]}); "
                              f"{how_to_get()}") from exc
 
