@@ -8,22 +8,11 @@ InceptionV3; and one end-to-end row (read synthetic BMPs from disk, group by siz
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-
-
-def images_per_second(fn, n_images: int, repeats: int) -> float:
-    fn()  # warm-up: allocator and oneDNN kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return n_images / statistics.median(times)
+from common import machine, median_time, print_table
 
 
 def main() -> None:
@@ -54,21 +43,18 @@ def main() -> None:
                 for chunk in data.split(batch):
                     extractor(chunk)
 
-            rows.append((f"{size}x{size} in memory", batch, n, images_per_second(run, n, args.repeats)))
+            rows.append({"input": f"{size}x{size} in memory", "batch": batch, "images": n,
+                         "images/s": n / median_time(run, repeats=args.repeats)})
     with tempfile.TemporaryDirectory() as tmp:
         per_class = max(1, args.images // 3)
         files = sorted((synthesize(Path(tmp) / "set", per_class=per_class, seed=0) / "Source Images").iterdir())
         batch = 16
         featurizer = Featurizer(weights, batch_size=batch, device="cpu")
-        rows.append(("200x200 BMP files, end to end", batch, len(files),
-                     images_per_second(lambda: featurizer.featurise(files), len(files), args.repeats)))
+        rows.append({"input": "200x200 BMP files, end to end", "batch": batch, "images": len(files),
+                     "images/s": len(files) / median_time(lambda: featurizer.featurise(files), repeats=args.repeats)})
 
-    print(f"Inception featurisation on CPU ({args.threads} threads, torch {torch.__version__}, "
-          f"weights sha256 {weights.sha256[:12]}), median of {args.repeats} repeats\n")
-    print(f"| {'input':<30} | batch | images | images/s |")
-    print(f"|{'-' * 32}|------:|-------:|---------:|")
-    for name, batch, n, speed in rows:
-        print(f"| {name:<30} | {batch:>5} | {n:>6} | {speed:>8.2f} |")
+    print(f"machine: {machine('cpu')}, weights sha256 {weights.sha256[:12]}")
+    print_table(rows, f"Inception featurisation for FID on CPU, images/s, median of {args.repeats} repeats")
 
 
 if __name__ == "__main__":
