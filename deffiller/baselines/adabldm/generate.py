@@ -57,16 +57,17 @@ def _image_for(model: AdaBLDM, label: str, mask: np.ndarray, seed: int, name: st
     return gray.to(torch.uint8).cpu().numpy()
 
 
-def generate_adabldm(model_dir, masks_dir, out_dir, seed: int = 0, overrides: dict | None = None,
+def generate_adabldm(model_dir, masks_dir, out_dir, seed: int = 0, overrides: dict | None = None, base=None,
                      progress: bool = True) -> Path:
     """Generate one image per mask of `masks_dir` into `out_dir/Source Images/<name>.bmp` + `Ground truth/<name>.png`.
 
     Outputs are `source_size` square (200 for SD-Saliency-900); masks whose image and mask already exist are
     skipped, so an interrupted run continues where it stopped. Each image depends only on (seed, mask name).
-    `overrides` replace sampling settings of the model's `adabldm` config, e.g. {"adapt_steps": 0}.
+    `overrides` replace sampling settings of the model's `adabldm` config, e.g. {"adapt_steps": 0}; `base`
+    replaces the base folder recorded at training.
     """
     masks = read_masks(masks_dir)
-    model = AdaBLDM.load(model_dir)
+    model = AdaBLDM.load(model_dir, base)
     if overrides:
         model.config = dataclasses.replace(model.config, **overrides)
     missing = sorted({label for _, label, _ in masks} - set(model.classes))
