@@ -10,12 +10,13 @@ import torch
 from deffiller.baselines.adabldm.adaptation import adapt_decoder
 from deffiller.baselines.adabldm.backgrounds import largest_clean_square, make_backgrounds
 from deffiller.baselines.adabldm.base import BaseModel, check_base
+from deffiller.baselines.adabldm.config import AdaBLDMConfig
 from deffiller.baselines.adabldm.composites import CompositeDataset, paste_defect, trimap
 from deffiller.baselines.adabldm.sampler import blended_sample, composite, latent_mask
 from deffiller.data.layout import load_pairs
 from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import read_image
+from deffiller.utils.io import read_image, save_image
 
 torch.set_num_threads(2)
 SIZE = 64
@@ -163,3 +164,73 @@ def test_missing_base_folder_is_a_clear_error(tmp_path, tiny_sd):
     (partial / "unet").mkdir(parents=True)
     with pytest.raises(DefFillerError, match=r"missing \['vae', 'text_encoder', 'tokenizer', 'scheduler'\]"):
         check_base(partial)
+
+
+def test_training_step_updates_only_the_controlnet(base):
+    from deffiller.baselines.adabldm.fit import controlnet_loss
+    from deffiller.baselines.adabldm.train import build_controlnet
+
+    controlnet = build_controlnet(base, AdaBLDMConfig())
+    frozen = {name: p.clone() for name, p in [*base.unet.named_parameters(), *base.vae.named_parameters(),
+                                              *base.text_encoder.named_parameters()]}
+    before = {name: p.clone() for name, p in controlnet.named_parameters()}
+    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-3, weight_decay=0.0)  # only gradients move weights
+    background, mask, _, hint = _inputs(base)
+    batch = {"pixel_values": background, "hint": hint}
+    for _ in range(2):  # the zero convolutions only let gradients reach the rest of the ControlNet after one step
+        optimizer.zero_grad()
+        controlnet_loss(base, controlnet, batch, base.embed(["x"]), base.embed([""]), base.noise_scheduler()).backward()
+        optimizer.step()
+    changed = [name for name, p in controlnet.named_parameters() if not torch.equal(p, before[name])]
+    assert any("zero_conv" in n or "controlnet_down_blocks" in n for n in changed)
+    assert any(n.startswith("down_blocks") for n in changed)
+    current = dict([*base.unet.named_parameters(), *base.vae.named_parameters(), *base.text_encoder.named_parameters()])
+    assert all(torch.equal(current[name], value) for name, value in frozen.items())
+    assert all(p.grad is None for p in current.values())
+
+
+def test_train_then_generate_pairs_images_with_masks(tmp_path, synth_dataset, tiny_sd):
+    from deffiller.baselines.adabldm import generate_adabldm, train_adabldm
+    from deffiller.config import load_profile
+
+    profile = load_profile("tiny", {"paths.outputs": str(tmp_path / "outputs"), "data.per_class": 3})
+    summary = train_adabldm(profile, data=synth_dataset, base=tiny_sd, out_dir=tmp_path / "model",
+                            classes=["inclusion", "scratches"], progress=False)
+    assert summary["classes"] == ["inclusion", "scratches"] and "backgrounds: inpaint" in summary["lines"][0]
+    log = [json.loads(line) for line in (tmp_path / "model" / "inclusion" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("In_3", "Sc_7"):
+        mask = np.zeros((200, 200), np.uint8)
+        mask[60:120, 90:110] = 255
+        save_image(masks / f"{name}.png", mask)
+    out = generate_adabldm(tmp_path / "model", masks, tmp_path / "gen", seed=1, progress=False)
+    for name in ("In_3", "Sc_7"):
+        image, gt = read_image(out / "Source Images" / f"{name}.bmp"), read_image(out / "Ground truth" / f"{name}.png")
+        assert image.shape == gt.shape == (200, 200)
+        assert np.array_equal(gt > 127, read_image(masks / f"{name}.png") > 127)
+    first = read_image(out / "Source Images" / "In_3.bmp")
+    (out / "Source Images" / "Sc_7.bmp").unlink()  # resume: only the missing image is made again, identically
+    generate_adabldm(tmp_path / "model", masks, out, seed=1, progress=False)
+    assert np.array_equal(read_image(out / "Source Images" / "In_3.bmp"), first)
+    assert (out / "Source Images" / "Sc_7.bmp").is_file()
+
+    save_image(masks / "Pa_1.png", np.zeros((200, 200), np.uint8))
+    with pytest.raises(DefFillerError, match=r"no AdaBLDM model for class\(es\) \['patches'\]"):
+        generate_adabldm(tmp_path / "model", masks, out, progress=False)
+
+
+def test_bad_mask_folders_are_clear_errors(tmp_path):
+    from deffiller.baselines.adabldm.generate import read_masks
+
+    with pytest.raises(DefFillerError, match="mask folder not found"):
+        read_masks(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DefFillerError, match="no mask images"):
+        read_masks(tmp_path / "empty")
+    (tmp_path / "odd").mkdir()
+    save_image(tmp_path / "odd" / "defect7.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DefFillerError, match="defect7: unknown class prefix"):
+        read_masks(tmp_path / "odd")

@@ -41,7 +41,7 @@ def _image_for(model: AdaBLDM, label: str, mask: np.ndarray, seed: int, name: st
     small = resize_mask(mask, size)
 
     def tensor(array, scale, shift):
-        return torch.from_numpy(array).float().to(base.device).mul(scale).sub(shift)[None, None]
+        return torch.tensor(array, dtype=torch.float32, device=base.device).mul(scale).sub(shift)[None, None]
 
     background = tensor(background_gray, 1 / 127.5, 1.0).expand(-1, 3, -1, -1)
     hint = tensor(trimap(small), 1 / 255, 0.0).expand(-1, 3, -1, -1)

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import ControlNetModel
 
 from deffiller.baselines.adabldm.backgrounds import make_backgrounds
-from deffiller.baselines.adabldm.base import BaseModel, device_of
+from deffiller.baselines.adabldm.base import BaseModel, check_base, device_of
 from deffiller.baselines.adabldm.composites import CompositeDataset
 from deffiller.baselines.adabldm.config import AdaBLDMConfig
+from deffiller.baselines.adabldm.fit import fit_controlnet, swap_in
 from deffiller.baselines.adabldm.model import MANIFEST, read_manifest, save_backgrounds, write_manifest
 from deffiller.config import Profile
 from deffiller.data.layout import Pair, load_pairs
@@ -27,24 +28,6 @@ def build_controlnet(base: BaseModel, cfg: AdaBLDMConfig) -> ControlNetModel:
         raise DefFillerError(f"adabldm.cond_embedding_channels={list(channels)} needs {downsamples + 1} entries "
                              f"for the base VAE's {base.vae_factor}x downsampling")
     return ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=channels[-downsamples - 1:])
-
-
-def controlnet_loss(base: BaseModel, controlnet: ControlNetModel, batch: dict, prompt_embeds: torch.Tensor,
-                    empty_embeds: torch.Tensor, noise_scheduler) -> torch.Tensor:
-    """The LDM noise-prediction loss with the ControlNet residuals added to the frozen UNet."""
-    pixels, hint = batch["pixel_values"].to(base.device), batch["hint"].to(base.device)
-    with torch.no_grad():
-        latents = base.encode(pixels)
-    noise = torch.randn_like(latents)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), device=latents.device)
-    noisy = noise_scheduler.add_noise(latents, noise, t)
-    n = len(latents)
-    down, mid = controlnet(noisy, t, encoder_hidden_states=empty_embeds.expand(n, -1, -1), controlnet_cond=hint,
-                           return_dict=False)
-    pred = base.unet(noisy, t, encoder_hidden_states=prompt_embeds.expand(n, -1, -1),
-                     down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-    target = noise if noise_scheduler.config.prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, t)
-    return F.mse_loss(pred, target)
 
 
 def training_pairs(profile: Profile, data=None, train_manifest=None) -> tuple[list[Pair], str]:
@@ -68,3 +51,64 @@ def resolve_base_path(profile: Profile, cfg: AdaBLDMConfig, base=None) -> Path |
         return None
     path = Path(chosen)
     return path if path.is_absolute() or base is not None else profile.path("weights") / path
+
+
+def _save_controlnet(controlnet: ControlNetModel, folder: Path) -> None:
+    """save_pretrained into a staging folder, then swap it in, so a crash never leaves a half-written model."""
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    controlnet.save_pretrained(staging)
+    swap_in(staging, folder)
+
+
+def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, out_dir=None, classes=None,
+                  resume: bool = False, progress: bool = True) -> dict:
+    """Train one ControlNet per class into `out_dir` (default <outputs>/adabldm); returns the run summary.
+
+    Classes already finished in `out_dir` are skipped; an unfinished one continues from its last checkpoint
+    with `resume`, and is an error without it (nothing is overwritten).
+    """
+    cfg = profile.section(AdaBLDMConfig)
+    base_path = check_base(resolve_base_path(profile, cfg, base))
+    pairs, described = training_pairs(profile, data, train_manifest)
+    found = sorted({p.label for p in pairs})
+    unknown = sorted(set(classes or ()) - set(found))
+    if unknown:
+        raise DefFillerError(f"class(es) {unknown} not in the training data ({described}); it has {found}")
+    out_dir = Path(out_dir or profile.path("outputs") / "adabldm")
+    meta = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {"classes": []}
+    if meta.get("base", str(base_path.resolve())) != str(base_path.resolve()):
+        raise DefFillerError(f"{out_dir} holds classes trained on the base {meta['base']}, not {base_path}; "
+                             "choose another --out")
+    meta.update(base=str(base_path.resolve()), config=dataclasses.asdict(cfg), image_size=profile.data.image_size,
+                source_size=profile.data.source_size, background=cfg.background, data=described,
+                profile=profile.name, seed=profile.seed)
+    meta.setdefault("runs", {})
+    model = BaseModel.load(base_path, device_of(cfg.device))
+    lines = [f"AdaBLDM on {described}; base {base_path}; backgrounds: {cfg.background}"]
+    for label in classes or found:
+        class_dir = out_dir / label
+        if label in meta["classes"]:
+            lines.append(f"{label}: already trained in {class_dir}, skipped")
+            continue
+        if class_dir.exists() and not resume:
+            raise DefFillerError(f"{class_dir} exists; pass --resume to continue it or choose another --out")
+        class_pairs = [p for p in pairs if p.label == label]
+        backgrounds = make_backgrounds(class_pairs, cfg.background, profile.data.image_size, cfg.background_dilate,
+                                       cfg.inpaint_radius, cfg.min_crop)
+        save_backgrounds(class_dir / "backgrounds", backgrounds)
+        dataset = CompositeDataset(class_pairs, backgrounds, cfg.composites, profile.data.image_size, profile.seed,
+                                   cfg.scale_jitter)
+        torch.manual_seed(profile.seed)
+        controlnet = build_controlnet(model, cfg)
+        steps, loss = fit_controlnet(model, controlnet, dataset, model.embed([cfg.prompt.format(label=label)]),
+                                     model.embed([""]), cfg, class_dir, resume, profile.seed, progress)
+        _save_controlnet(controlnet, class_dir / "controlnet")
+        meta["classes"].append(label)
+        meta["runs"][label] = {"pairs": len(class_pairs), "backgrounds": len(backgrounds), "composites": len(dataset),
+                               "steps": steps, "final_loss": loss}
+        write_manifest(out_dir, meta)
+        lines.append(f"{label}: {len(class_pairs)} pairs, {len(backgrounds)} {cfg.background} backgrounds, "
+                     f"{steps} steps, last loss {loss:.4f} -> {class_dir / 'controlnet'}")
+    write_manifest(out_dir, meta)
+    return {"out_dir": out_dir, "lines": lines, **meta}
