@@ -18,7 +18,7 @@ from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import read_image, save_image
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 threads on 2 shared cores run up to 60x slower when another job is busy
 SIZE = 64
 
 
@@ -34,7 +34,8 @@ def write_tiny_sd(folder):
     (folder / "merges.txt").write_text("#version: 0.2\n")
     CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16).save_pretrained(folder / "tokenizer")
     CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=4, max_position_embeddings=16)).save_pretrained(folder / "text_encoder")
+                                 num_attention_heads=4, max_position_embeddings=16, bos_token_id=len(vocab) - 2,
+                                 eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1)).save_pretrained(folder / "text_encoder")
     UNet2DConditionModel(sample_size=SIZE // 8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
                          down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                          cross_attention_dim=32, attention_head_dim=4).save_pretrained(folder / "unet")
@@ -234,3 +235,37 @@ def test_bad_mask_folders_are_clear_errors(tmp_path):
     save_image(tmp_path / "odd" / "defect7.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(DefFillerError, match="defect7: unknown class prefix"):
         read_masks(tmp_path / "odd")
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, base, synth_dataset, monkeypatch):
+    import deffiller.baselines.adabldm.fit as fit
+    from deffiller.baselines.adabldm.train import build_controlnet
+
+    cfg = AdaBLDMConfig(batch_size=2, epochs=2, max_steps=None, checkpoint_every=2, lr=1e-3)
+    pairs = [p for p in load_pairs(synth_dataset) if p.label == "inclusion"][:2]
+    dataset = CompositeDataset(pairs, make_backgrounds(pairs, "inpaint", SIZE), n=4, size=SIZE)
+    text, empty = base.embed(["x"]), base.embed([""])
+
+    def run(folder, resume=False, seed=0):
+        torch.manual_seed(seed)
+        controlnet = build_controlnet(base, cfg)
+        fit.fit_controlnet(base, controlnet, dataset, text, empty, cfg, folder, resume=resume, progress=False)
+        return controlnet
+
+    reference = run(tmp_path / "straight")
+    calls, real_loss = [], fit.controlnet_loss
+
+    def crash_on_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(fit, "controlnet_loss", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "crashed")
+    monkeypatch.setattr(fit, "controlnet_loss", real_loss)
+    resumed = run(tmp_path / "crashed", resume=True, seed=123)  # weights and RNG state come from the checkpoint
+    steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()))

@@ -1,11 +1,12 @@
-"""`deffiller baseline`: filled in by issue 7 and 8."""
+"""`deffiller baseline METHOD ACTION`: a thin dispatcher; each method's package registers its own subcommands."""
+from __future__ import annotations
+
+import importlib
+
+METHODS = ("adabldm",)
 
 
 def register(parser):
-    parser.set_defaults(func=_not_yet)
-
-
-def _not_yet(args):
-    from deffiller.errors import DefFillerError
-
-    raise DefFillerError("'deffiller baseline' is not available in this version yet (issue 7 and 8)")
+    sub = parser.add_subparsers(dest="baseline", metavar="METHOD", required=True)
+    for method in METHODS:
+        importlib.import_module(f"deffiller.baselines.{method}.cli").register(sub)

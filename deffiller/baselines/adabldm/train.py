@@ -108,6 +108,7 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
         meta["runs"][label] = {"pairs": len(class_pairs), "backgrounds": len(backgrounds), "composites": len(dataset),
                                "steps": steps, "final_loss": loss}
         write_manifest(out_dir, meta)
+        shutil.rmtree(class_dir / "checkpoint", ignore_errors=True)  # the finished ControlNet supersedes it
         lines.append(f"{label}: {len(class_pairs)} pairs, {len(backgrounds)} {cfg.background} backgrounds, "
                      f"{steps} steps, last loss {loss:.4f} -> {class_dir / 'controlnet'}")
     write_manifest(out_dir, meta)
