@@ -269,3 +269,30 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, base, synth_
     steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_training_pairs_from_a_manifest_use_its_train_rows(tmp_path, synth_dataset):
+    from deffiller.baselines.adabldm.train import training_pairs
+    from deffiller.config import load_profile
+    from deffiller.data.splits import substitution_split, write_manifest
+
+    split = substitution_split(load_pairs(synth_dataset), seed=0)
+    write_manifest(tmp_path / "split.csv", split)
+    pairs, described = training_pairs(load_profile("tiny"), train_manifest=tmp_path / "split.csv")
+    assert sorted(p.name for p in pairs) == sorted(p.name for p in split["train"]) and "train" in described
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path, capsys, synth_dataset):
+    from deffiller.cli import main
+
+    assert main(["baseline", "adabldm", "train", "--profile", "tiny", "--data", str(synth_dataset),
+                 "--base", str(tmp_path / "no-sd"), "--out", str(tmp_path / "model")]) == 2
+    assert "no-sd: base model folder not found" in capsys.readouterr().err
+    (tmp_path / "masks").mkdir()
+    assert main(["baseline", "adabldm", "generate", "--model", str(tmp_path / "model"), "--masks",
+                 str(tmp_path / "masks"), "--out", str(tmp_path / "gen")]) == 2
+    assert "no mask images" in capsys.readouterr().err
+    save_image(tmp_path / "masks" / "In_1.png", np.zeros((8, 8), np.uint8))
+    assert main(["baseline", "adabldm", "generate", "--model", str(tmp_path / "model"), "--masks",
+                 str(tmp_path / "masks"), "--out", str(tmp_path / "gen")]) == 2
+    assert "not an AdaBLDM model folder" in capsys.readouterr().err
