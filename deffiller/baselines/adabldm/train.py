@@ -77,9 +77,10 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
         raise DefFillerError(f"class(es) {unknown} not in the training data ({described}); it has {found}")
     out_dir = Path(out_dir or profile.path("outputs") / "adabldm")
     meta = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {"classes": []}
-    if meta.get("base", str(base_path.resolve())) != str(base_path.resolve()):
-        raise DefFillerError(f"{out_dir} holds classes trained on the base {meta['base']}, not {base_path}; "
-                             "choose another --out")
+    recorded = (meta.get("base", str(base_path.resolve())), meta.get("image_size", profile.data.image_size))
+    if recorded != (str(base_path.resolve()), profile.data.image_size):
+        raise DefFillerError(f"{out_dir} holds classes trained on base {recorded[0]} at {recorded[1]} px, not "
+                             f"{base_path} at {profile.data.image_size} px; choose another --out")
     meta.update(base=str(base_path.resolve()), config=dataclasses.asdict(cfg), image_size=profile.data.image_size,
                 source_size=profile.data.source_size, background=cfg.background, data=described,
                 profile=profile.name, seed=profile.seed)
