@@ -1,0 +1,116 @@
+"""The generic training loop: exact resume, trainable-only checkpoints, NaN stop, batches and warmup."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deffiller.errors import DefFillerError
+from deffiller.training.loop import (DiffusionTask, LoopConfig, StepBatches, TrainingDiverged, checkpoint_dirs,
+                                     step_generator, train)
+
+
+class Regression(DiffusionTask):
+    """A frozen feature layer and a trained head; noise from the step generator."""
+
+    def __init__(self, fail_at_call: int | None = None, nan: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Linear(4, 4).requires_grad_(False)
+        self.head = torch.nn.Linear(4, 1)
+        self.fail_at_call, self.nan, self.calls = fail_at_call, nan, 0
+
+    def trainable_groups(self):
+        return {"head": list(self.head.parameters())}
+
+    def forward(self, batch, generator):
+        self.calls += 1
+        if self.calls == self.fail_at_call:
+            raise KeyboardInterrupt
+        x = batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=generator, device=generator.device)
+        loss = ((self.head(self.features(x)).squeeze(-1) - batch["y"]) ** 2).mean()
+        return loss * float("nan") if self.nan and self.calls == 3 else loss
+
+
+class Points(torch.utils.data.Dataset):
+    def __len__(self):
+        return 7
+
+    def __getitem__(self, i):
+        return {"x": torch.randn(4, generator=torch.Generator().manual_seed(i)), "y": torch.tensor(float(i))}
+
+
+CONFIG = LoopConfig(max_steps=7, batch_size=3, lr=0.05, warmup_steps=3, checkpoint_every=2, device="cpu")
+
+
+def _losses(run):
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path):
+    whole = train(Regression(), Points(), CONFIG, tmp_path / "whole", seed=3, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(Regression(fail_at_call=6), Points(), CONFIG, tmp_path / "cut", seed=3, progress=False)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "cut")] == ["step-4"]
+    assert len(_losses(tmp_path / "cut")) == 5  # step 5 was logged after the last checkpoint
+    resumed = train(Regression(), Points(), CONFIG, tmp_path / "cut", seed=3, resume=True, progress=False)
+    assert resumed["resumed_from"] == 4 and whole["resumed_from"] is None
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "whole")
+    final = {k: load_file(tmp_path / r / "checkpoints/step-7/trainable.safetensors") for k, r in (("a", "whole"), ("b", "cut"))}
+    assert final["a"].keys() == {"head.weight", "head.bias"}  # frozen weights are not checkpointed
+    for key in final["a"]:
+        assert torch.equal(final["a"][key], final["b"][key])
+    assert not torch.equal(final["a"]["head.weight"], Regression().head.weight.detach())
+
+
+def test_existing_run_needs_resume_and_summary_counts_groups(tmp_path):
+    summary = train(Regression(), Points(), LoopConfig(max_steps=2, batch_size=2, warmup_steps=1, checkpoint_every=1,
+                                                       keep_checkpoints=2, device="cpu"), tmp_path, progress=False)
+    assert summary["parameters"]["trainable"] == {"head": 5}
+    assert summary["parameters"]["frozen"] == {"features": 20}
+    assert json.loads((tmp_path / "run_summary.json").read_text())["status"] == "done"
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-1", "step-2"]
+    with pytest.raises(DefFillerError, match="--resume"):
+        train(Regression(), Points(), CONFIG, tmp_path, progress=False)
+
+
+def test_nan_loss_stops_cleanly_and_names_the_step(tmp_path):
+    with pytest.raises(TrainingDiverged, match="at step 3"):
+        train(Regression(nan=True), Points(), CONFIG, tmp_path, progress=False)
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["step"] == 2
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-2"]
+
+
+def test_stray_trainable_parameter_is_refused(tmp_path):
+    task = Regression()
+    task.features.weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="features.weight"):
+        train(task, Points(), CONFIG, tmp_path, progress=False)
+
+
+def test_warmup_is_linear_from_zero_then_constant(tmp_path):
+    train(Regression(), Points(), CONFIG, tmp_path, progress=False)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.0, 0.05 / 3, 0.1 / 3, 0.05, 0.05, 0.05, 0.05])
+
+
+def test_batches_are_a_function_of_the_step_and_shard_across_processes():
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    single = take(StepBatches(10, 4, seed=1, start_step=0), 6)
+    assert sorted(sum(single[:5], [])) == sorted(list(range(10)) * 2)  # two whole epochs in 5 batches of 4
+    assert take(StepBatches(10, 4, seed=1, start_step=3), 3) == single[3:]
+    ranks = [take(StepBatches(10, 2, seed=1, start_step=0, process=r, processes=2), 6) for r in (0, 1)]
+    assert [a + b for a, b in zip(*ranks)] == single
+
+
+def test_step_generators_differ_by_step_and_process():
+    draw = lambda *k: torch.rand(3, generator=step_generator(*k, device="cpu"))  # noqa: E731
+    assert torch.equal(draw(0, 5, 0), draw(0, 5, 0))
+    assert not torch.equal(draw(0, 5, 0), draw(0, 6, 0))
+    assert not torch.equal(draw(0, 5, 0), draw(0, 5, 1))
