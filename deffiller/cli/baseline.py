@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-METHODS = ("adabldm",)
+METHODS = ("adabldm", "dfmgan")
 
 
 def register(parser):
