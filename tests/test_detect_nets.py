@@ -1,0 +1,165 @@
+"""CSEPNet and TSERNet: output contract, parameter counts against the official models, losses, edge ground truth,
+and loading ImageNet backbone weights from local files. Small inputs keep this fast on CPU (TSERNet is 237M
+parameters: built once for the module)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet34
+from torchvision.models.vgg import cfgs, make_layers
+
+from deffiller.detection.registry import Detector, create_detector, list_detectors
+from deffiller.errors import DefFillerError
+from deffiller.detection.nets.csepnet import consistency_enhanced_loss
+from deffiller.detection.nets.tsernet import EDGE_INDEX, balanced_bce_loss, f_measure_loss, mask_edges
+
+OFFICIAL_PARAMS = {"csepnet": 18_775_142, "tsernet": 236_779_918}  # measured on the official models
+N_OUTPUTS = {"csepnet": 5, "tsernet": 13}
+
+
+@pytest.fixture(scope="module")
+def nets() -> dict[str, Detector]:
+    torch.manual_seed(0)
+    return {name: create_detector(name) for name in OFFICIAL_PARAMS}
+
+
+def _batch(size: int, batch: int = 2):
+    torch.manual_seed(1)
+    image = torch.randn(batch, 3, size, size)
+    target = torch.zeros(batch, 1, size, size)
+    target[0, :, size // 4: size // 2, size // 8: size - size // 8] = 1  # a wide bar
+    target[1, :, size // 2:, size // 3: size // 2] = 1  # a bar touching the bottom border
+    return image, target
+
+
+def test_registered():
+    assert {"csepnet", "tsernet"} <= set(list_detectors())
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_parameter_count_matches_official(nets, name):
+    count = sum(p.numel() for p in nets[name].parameters())
+    assert abs(count - OFFICIAL_PARAMS[name]) <= 0.005 * OFFICIAL_PARAMS[name], count
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_outputs_are_logits_at_input_size(nets, name):
+    net = nets[name].eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        outputs = net(torch.randn(1, 3, 32, 64))  # non-square on purpose
+    assert len(outputs) == N_OUTPUTS[name]
+    assert all(o.shape == (1, 1, 32, 64) for o in outputs)
+    assert all(torch.isfinite(o).all() for o in outputs)
+    # logits, not probabilities: random init gives values outside [0, 1]
+    assert any(((o < 0) | (o > 1)).any() for o in outputs)
+
+
+def _freeze_dropout(net: nn.Module) -> None:
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()
+
+
+def test_csepnet_loss_decreases_on_a_tiny_batch(nets):
+    net = nets["csepnet"].train()
+    _freeze_dropout(net)  # deterministic steps: only the optimisation changes the loss
+    image, target = _batch(32)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss = net.loss(net(image), target)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.99 * losses[0], losses
+
+
+def test_tsernet_optimisation_step(nets):
+    net = nets["tsernet"].train()
+    image, target = _batch(32)
+    outputs = net(image)
+    loss = net.loss(outputs, target)
+    assert torch.isfinite(loss) and loss.item() > 0
+    before = net.refine.residual.weight.detach().clone()
+    loss.backward()
+    edge_head = net.edge_head[-1].weight
+    assert edge_head.grad is not None and edge_head.grad.abs().sum() > 0  # the edge loss reaches the edge branch
+    torch.optim.SGD(net.parameters(), lr=1e-2).step()
+    assert not torch.equal(before, net.refine.residual.weight)
+    assert len(outputs) == 13 and outputs[EDGE_INDEX].shape == target.shape
+
+
+def test_mask_edges_morphological_gradient():
+    mask = torch.zeros(1, 1, 12, 12)
+    mask[..., 3:8, 4:9] = 1  # a 5x5 square
+    mask[..., 10:, 0:3] = 1  # a block in the bottom-left corner
+    edges = mask_edges(mask)[0, 0]
+    assert set(edges.unique().tolist()) == {0.0, 1.0}
+    # the band straddles the boundary of the square: its outer ring and the first ring outside it
+    ring = torch.zeros(12, 12)
+    ring[2:9, 3:10] = 1
+    ring[4:7, 5:8] = 0
+    assert torch.equal(edges[:9], ring[:9])
+    # the image border is not an edge: only the block's inner side is
+    assert edges[11, 0] == 0 and edges[10, 0] == 1 and edges[11, 2] == 1 and edges[11, 3] == 1 and edges[11, 4] == 0
+    assert mask_edges(torch.zeros(1, 1, 8, 8)).sum() == 0 and mask_edges(torch.ones(1, 1, 8, 8)).sum() == 0
+    assert mask_edges(mask, width=2).sum() > edges.sum()
+
+
+def test_loss_terms_reward_the_right_answer():
+    _, target = _batch(32)
+    good, bad = (target * 2 - 1) * 12, -(target * 2 - 1) * 12
+    assert consistency_enhanced_loss(good, target) < 1e-3 < 0.9 < consistency_enhanced_loss(bad, target)
+    assert f_measure_loss(good, target) < 1e-3 < 0.9 < f_measure_loss(bad, target)
+    edges = mask_edges(target)
+    assert balanced_bce_loss((edges * 2 - 1) * 12, edges) < 1e-3 < balanced_bce_loss(-(edges * 2 - 1) * 12, edges)
+    # class balance: missing every edge pixel costs about as much as missing all background pixels
+    miss_edges = balanced_bce_loss(torch.full_like(edges, -12.0), edges)
+    miss_background = balanced_bce_loss(torch.full_like(edges, 12.0), edges)
+    assert 0.5 < miss_edges / miss_background < 1.5
+
+
+def test_csepnet_loads_a_local_vgg16_bn_state_dict(tmp_path):
+    features = make_layers(cfgs["D"], batch_norm=True)
+    for p in features.parameters():
+        nn.init.uniform_(p)
+    state = {f"features.{k}": v for k, v in features.state_dict().items() if "num_batches_tracked" not in k}
+    state["classifier.6.weight"] = torch.zeros(3, 4)  # the classifier is ignored
+    torch.save(state, tmp_path / "vgg16_bn.pth")
+    net = create_detector("csepnet", backbone_weights=str(tmp_path / "vgg16_bn.pth"))
+    assert torch.equal(net.encoder[0].weight, features[0].weight)
+    assert torch.equal(net.encoder[41].running_var, features[41].running_var)
+
+
+def test_tsernet_loads_a_local_resnet34_state_dict(nets, tmp_path):
+    reference = resnet34()
+    torch.save(reference.state_dict(), tmp_path / "resnet34.pth")
+    net = nets["tsernet"]
+    net.load_backbone(str(tmp_path / "resnet34.pth"))
+    assert torch.equal(net.encoder1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    assert torch.equal(net.encoder4[2].bn2.running_mean, reference.layer4[2].bn2.running_mean)
+
+
+def test_bad_backbone_files_give_clear_errors(nets, tmp_path):
+    with pytest.raises(DefFillerError, match="does not exist"):
+        create_detector("csepnet", backbone_weights=str(tmp_path / "absent.pth"))
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(DefFillerError, match="cannot read.*garbage.pth"):
+        create_detector("csepnet", backbone_weights=str(tmp_path / "garbage.pth"))
+    torch.save({"model": "vgg"}, tmp_path / "not_a_state_dict.pth")
+    with pytest.raises(DefFillerError, match="not a state dict"):
+        create_detector("csepnet", backbone_weights=str(tmp_path / "not_a_state_dict.pth"))
+    # weights of the other architecture
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"], batch_norm=True).state_dict().items()},
+               tmp_path / "vgg.pth")
+    with pytest.raises(DefFillerError, match="does not hold resnet34 weights.*missing"):
+        nets["tsernet"].load_backbone(str(tmp_path / "vgg.pth"))
+    small = make_layers(cfgs["D"], batch_norm=True)
+    small[0] = nn.Conv2d(1, 64, 3, padding=1)  # a one-channel first conv: wrong shape
+    torch.save({f"features.{k}": v for k, v in small.state_dict().items()}, tmp_path / "gray_vgg.pth")
+    with pytest.raises(DefFillerError, match="wrong shape.*features.0.weight"):
+        create_detector("csepnet", backbone_weights=str(tmp_path / "gray_vgg.pth"))
