@@ -1,11 +1,32 @@
-"""`deffiller generate`: filled in by issue 3."""
+"""`deffiller generate`: masks + class prompts -> defect images, written as a dataset (SD-Saliency-900 layout)."""
+from __future__ import annotations
 
 
 def register(parser):
-    parser.set_defaults(func=_not_yet)
+    parser.add_argument("--model", required=True, help="run folder of `deffiller train` or its model/ folder")
+    parser.add_argument("--masks", required=True, help="folder of masks (white defect on black); names In_|Pa_|Sc_<n>")
+    parser.add_argument("--out", required=True, help="output dataset folder; pairs already there are kept")
+    parser.add_argument("--class", dest="class_name", help="class of every mask (default: from the name prefix)")
+    parser.add_argument("--profile", default="smoke", help="profile for the sampling defaults and the dataset size")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default sample.guidance; paper 3)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default sample.steps; paper 50)")
+    parser.add_argument("--seed", type=int, help="an image depends only on the seed and its mask's name (default: profile seed)")
+    parser.add_argument("--scheduler", choices=("pndm", "ddim", "dpm"), help="pndm = PLMS (the paper), ddim, dpm = DPM-Solver++")
+    parser.add_argument("--batch-size", type=int, help="masks per batch (default sample.batch_size)")
+    parser.set_defaults(func=_generate)
 
 
-def _not_yet(args):
-    from deffiller.errors import DefFillerError
+def _generate(args):
+    from deffiller.config import load_profile
+    from deffiller.pipelines.deffiller import SampleConfig
+    from deffiller.pipelines.generate import generate_from_masks
 
-    raise DefFillerError("'deffiller generate' is not available in this version yet (issue 3)")
+    profile = load_profile(args.profile)
+    cfg = profile.section(SampleConfig)
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    result = generate_from_masks(
+        args.model, args.masks, args.out, guidance=pick(args.guidance, cfg.guidance), steps=pick(args.steps, cfg.steps),
+        seed=pick(args.seed, profile.seed), scheduler=pick(args.scheduler, cfg.scheduler), class_name=args.class_name,
+        batch_size=pick(args.batch_size, cfg.batch_size), source_size=profile.data.source_size, device=cfg.device)
+    print(f"{result['generated']} images generated, {result['kept']} kept from before ({result['scheduler']}, "
+          f"{result['steps']} steps, guidance {result['guidance']}, seed {result['seed']}) -> {result['out_dir']}")

@@ -1,11 +1,30 @@
-"""`deffiller train`: filled in by issue 3."""
+"""`deffiller train`: train DefFiller (paper 3.1, 4.1.2) from scratch, SD-1.4 or GLIGEN-sem weights."""
+from __future__ import annotations
 
 
 def register(parser):
-    parser.set_defaults(func=_not_yet)
+    parser.add_argument("--profile", default="smoke", help="tiny | smoke | paper or a YAML path (default smoke)")
+    parser.add_argument("--init", default="gligen", choices=("scratch", "sd", "gligen"),
+                        help="initial weights (Table 1): scratch, sd (SD-1.4) or gligen (GLIGEN-sem, the paper's; default)")
+    parser.add_argument("--out", required=True, help="run folder: the model lands in OUT/model, checkpoints and logs beside it")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--data", help="dataset folder; all its pairs are used (default: the profile's dataset)")
+    data.add_argument("--train-manifest", help="manifest CSV; its train rows are used")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--steps", type=int, help="override train.max_steps")
+    parser.add_argument("--seed", type=int, help="override the profile's seed")
+    parser.set_defaults(func=_train)
 
 
-def _not_yet(args):
-    from deffiller.errors import DefFillerError
+def _train(args):
+    from deffiller.config import load_profile
+    from deffiller.training.deffiller import train_deffiller
 
-    raise DefFillerError("'deffiller train' is not available in this version yet (issue 3)")
+    profile = load_profile(args.profile, {"seed": args.seed} if args.seed is not None else None)
+    summary = train_deffiller(profile, args.init, args.out, data=args.data, train_manifest=args.train_manifest,
+                              resume=args.resume, overrides={"max_steps": args.steps} if args.steps else None)
+    counts = summary["parameters"]
+    print(f"DefFiller ({args.init}) on {summary['data']}: {summary['pairs']} pairs, {summary['step']} steps, last loss "
+          f"{summary['final_loss']:.4f}; trainable {counts['trainable_total']:,} "
+          f"({', '.join(f'{k} {v:,}' for k, v in counts['trainable'].items())}), frozen {counts['frozen_total']:,} "
+          f"-> {summary['model']}")

@@ -1,0 +1,141 @@
+"""`DefFillerPipeline`: defect masks + class prompts -> defect images (paper eq. 5, model-spec 2.6 and 4.2).
+
+Classifier-free guidance as in the official sampler: the conditional half sees the prompt and the mask tokens,
+the unconditional half the empty prompt and the null grounding tokens; both halves keep the mask in `conv_in`
+(the fusers always run, on null tokens in the unconditional half). Each image draws its starting noise from its
+own generator and the samplers are deterministic, so an image does not depend on the batch it was drawn in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from diffusers import (AutoencoderKL, DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler,
+                       ImagePipelineOutput, PNDMScheduler)
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from deffiller.data.dataset import center_crop_resize
+from deffiller.data.masks import class_map, one_hot
+from deffiller.errors import DefFillerError
+from deffiller.models.text import encode_prompts
+from deffiller.models.unet import DefFillerUNet
+
+SCHEDULERS = ("pndm", "ddim", "dpm")
+NON_BINARY_TOLERANCE = 0.05  # share of grey (neither ~black nor ~white) pixels tolerated in a mask (anti-aliasing)
+
+
+@dataclass
+class SampleConfig:
+    SECTION: ClassVar[str] = "sample"
+    scheduler: str = "pndm"  # pndm = PLMS (the official sampler) | ddim | dpm (DPM-Solver++)
+    steps: int = 50
+    guidance: float = 3.0
+    batch_size: int = 8  # masks per UNet call (each call evaluates both guidance halves)
+    device: str = "auto"  # auto = cuda if available
+
+
+def make_scheduler(name: str, config):
+    """A sampler over the training noise schedule: PLMS as LDM's (skip_prk_steps, steps_offset 1), DDIM eta 0,
+    or DPM-Solver++ (2nd order multistep)."""
+    if name == "pndm":
+        return PNDMScheduler.from_config(config, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    if name == "ddim":
+        return DDIMScheduler.from_config(config, steps_offset=1, set_alpha_to_one=False, clip_sample=False)
+    if name == "dpm":
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2,
+                                                       steps_offset=1)
+    raise DefFillerError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
+
+
+def prepare_mask(mask, name: str = "mask") -> np.ndarray:
+    """A mask image (HxW uint8 0..255, or bool) -> bool foreground, refusing images that are not masks."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise DefFillerError(f"{name}: a mask must be a single-channel HxW image, got shape {mask.shape}")
+    if mask.dtype == bool:
+        return mask
+    if mask.dtype != np.uint8:
+        raise DefFillerError(f"{name}: mask must be uint8 (0/255) or bool, got {mask.dtype}")
+    grey = np.mean((mask > 16) & (mask < 239))
+    if grey > NON_BINARY_TOLERANCE:
+        raise DefFillerError(f"{name}: not a binary mask ({grey:.0%} of its pixels are grey); give a black-background "
+                             f"mask with the defect in white (0/255)")
+    return mask > 127
+
+
+def mask_at(mask: np.ndarray, size: int) -> np.ndarray:
+    """bool mask -> bool size x size: centre crop to a square, nearest resize (as the training data)."""
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    return np.asarray(center_crop_resize(image, size, Image.NEAREST)) > 127
+
+
+class DefFillerPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(self, unet: DefFillerUNet, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
+                 scheduler, classes: tuple[str, ...] | list[str] = ("inclusion", "patches", "scratches")):
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        self.register_to_config(classes=list(classes))
+
+    @property
+    def image_size(self) -> int:
+        return self.unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def use_scheduler(self, name: str) -> None:
+        self.scheduler = make_scheduler(name, self.scheduler.config)
+
+    def conditioning(self, masks, classes) -> torch.Tensor:
+        """(B, C, S, S) one-hot of the masks at the model's size; class k of `config.classes` is channel k+1."""
+        if len(masks) != len(classes):
+            raise DefFillerError(f"{len(masks)} masks but {len(classes)} classes; give one class per mask")
+        unknown = sorted(set(classes) - set(self.config.classes))
+        if unknown:
+            raise DefFillerError(f"unknown class(es) {unknown}; this model knows {self.config.classes}")
+        sems = [one_hot(class_map(mask_at(prepare_mask(m, f"mask {i}"), self.image_size),
+                                  self.config.classes.index(c) + 1), self.unet.config.mask_channels)
+                for i, (m, c) in enumerate(zip(masks, classes))]
+        return torch.stack(sems)
+
+    @torch.no_grad()
+    def __call__(self, masks, classes, generator: list[torch.Generator] | torch.Generator | None = None,
+                 num_inference_steps: int = 50, guidance_scale: float = 3.0, prompts: list[str] | None = None,
+                 output_type: str = "np", return_dict: bool = True):
+        """Images for `masks` (HxW uint8 0/255 or bool, any size) of classes `classes`; the prompt of a mask is its
+        class name (the official training captions) unless `prompts` is given. One generator per mask makes the
+        images independent of the batch. output_type: np (uint8 BxSxSx3), pil, or latent."""
+        if num_inference_steps < 1:
+            raise DefFillerError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        device, dtype = self._execution_device, self.unet.dtype
+        sem = self.conditioning(masks, classes).to(device, dtype)
+        count = sem.shape[0]
+        prompts = list(classes) if prompts is None else list(prompts)
+        if len(prompts) != count:
+            raise DefFillerError(f"{len(prompts)} prompts for {count} masks")
+        generators = generator if isinstance(generator, list) else [generator] * count
+        if len(generators) != count:
+            raise DefFillerError(f"{len(generators)} generators for {count} masks; give one per mask")
+        text = encode_prompts(self.tokenizer, self.text_encoder, [""] * count + prompts, device).to(dtype)
+        sem2 = torch.cat([sem, sem])
+        grounded = torch.cat([torch.zeros(count), torch.ones(count)]).to(device, dtype)
+        shape = (1, self.unet.config.latent_channels, self.unet.config.sample_size, self.unet.config.sample_size)
+        latents = torch.cat([torch.randn(shape, generator=g, device=g.device if g is not None else "cpu",
+                                         dtype=torch.float32) for g in generators]).to(device, dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = latents * self.scheduler.init_noise_sigma
+        for t in self.progress_bar(self.scheduler.timesteps):
+            latent_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            eps_u, eps_c = self.unet(latent_in, t, text, sem2, grounded).sample.chunk(2)
+            latents = self.scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, latents).prev_sample
+        if output_type == "latent":
+            images = latents
+        else:
+            decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
+            images = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            if output_type == "pil":
+                images = [Image.fromarray(image) for image in images]
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)

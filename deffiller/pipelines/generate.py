@@ -1,0 +1,97 @@
+"""Bulk generation: a folder of masks -> a dataset in the SD-Saliency-900 layout, resumable.
+
+`out/Source Images/<name>.bmp` is the generated image as 8-bit grey at the dataset's size (200x200 for
+SD-Saliency-900), `out/Ground truth/<name>.png` the conditioning mask at that size. An image's noise depends only on
+(seed, mask name), so a rerun skips the pairs already written and draws the rest exactly as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from deffiller.data.layout import CLASS_PREFIXES, class_of
+from deffiller.errors import DefFillerError
+from deffiller.pipelines.deffiller import SCHEDULERS, DefFillerPipeline, mask_at, prepare_mask
+from deffiller.utils.io import list_images, read_image, save_image, write_json
+
+IMAGE_DIR, MASK_DIR = "Source Images", "Ground truth"
+SETTINGS_FILE = "generation.json"
+MODEL_DIR = "model"
+
+
+def model_folder(path) -> Path:
+    """A pipeline folder: `path` itself or the `model/` of a training run folder."""
+    path = Path(path)
+    for candidate in (path, path / MODEL_DIR):
+        if (candidate / "model_index.json").is_file():
+            return candidate
+    raise DefFillerError(f"{path}: no DefFiller model here (expected model_index.json in it or in {path / MODEL_DIR}); "
+                         f"train one with `deffiller train --out {path}`")
+
+
+def load_pipeline(model, device: str = "auto", scheduler: str | None = None) -> DefFillerPipeline:
+    folder = model_folder(model)
+    pipe = DefFillerPipeline.from_pretrained(folder)
+    if scheduler is not None:
+        pipe.use_scheduler(scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+
+
+def image_seed(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _settings_check(out_dir: Path, settings: dict) -> None:
+    path = out_dir / SETTINGS_FILE
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            raise DefFillerError(f"{out_dir} holds images generated with other settings ({', '.join(changed)} differ: "
+                                 f"{ {k: before.get(k) for k in changed} }); choose another --out")
+    write_json(path, settings)
+
+
+def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, steps: int = 50, seed: int = 0,
+                        scheduler: str = "pndm", class_name: str | None = None, batch_size: int = 8,
+                        source_size: int = 200, device: str = "auto", progress: bool = True) -> dict:
+    """One image per mask of `masks_dir` (class from the name prefix In_/Pa_/Sc_, or `class_name` for all) into
+    `out_dir`; returns counts and settings. Pairs already in `out_dir` are kept."""
+    if scheduler not in SCHEDULERS:
+        raise DefFillerError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULERS}")
+    masks_dir, out_dir = Path(masks_dir), Path(out_dir)
+    if not masks_dir.is_dir():
+        raise DefFillerError(f"{masks_dir}: masks folder not found")
+    paths = list_images(masks_dir)
+    if not paths:
+        raise DefFillerError(f"{masks_dir}: no mask images (.png, .bmp, ...) in it")
+    pipe = load_pipeline(model_dir, device, scheduler)
+    if class_name is not None and class_name not in pipe.config.classes:
+        raise DefFillerError(f"--class {class_name!r} unknown; this model knows {pipe.config.classes}")
+    prefixes = {p: c for p, c in CLASS_PREFIXES.items() if c in pipe.config.classes}
+    jobs = [(path, class_name or class_of(path.stem, prefixes)) for path in paths]
+    settings = {"model": str(model_folder(model_dir).resolve()), "guidance": guidance, "steps": steps, "seed": seed,
+                "scheduler": scheduler, "class": class_name, "source_size": source_size}
+    _settings_check(out_dir, settings)
+    todo = [(path, label) for path, label in jobs if not (out_dir / IMAGE_DIR / f"{path.stem}.bmp").is_file()]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        masks = [prepare_mask(read_image(path, "L"), str(path)) for path, _ in chunk]
+        generators = [torch.Generator("cpu").manual_seed(image_seed(seed, path.stem)) for path, _ in chunk]
+        images = pipe(masks, [label for _, label in chunk], generator=generators, num_inference_steps=steps,
+                      guidance_scale=guidance).images
+        for (path, _), mask, image in zip(chunk, masks, images):
+            save_image(out_dir / MASK_DIR / f"{path.stem}.png", mask_at(mask, source_size).astype(np.uint8) * 255)
+            grey = Image.fromarray(image).convert("L").resize((source_size, source_size), Image.BICUBIC)
+            save_image(out_dir / IMAGE_DIR / f"{path.stem}.bmp", grey)  # last: its presence marks the pair done
+        bar.update(len(chunk))
+    bar.close()
+    return {"out_dir": str(out_dir), "generated": len(todo), "kept": len(jobs) - len(todo), **settings}

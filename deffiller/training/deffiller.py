@@ -1,0 +1,132 @@
+"""Training DefFiller (paper eq. 4, model-spec 2): the official trainable set, DDPM noise schedule, grounding
+tokens dropped to the null input for a whole batch with probability `drop_prob`, joint horizontal flips."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from deffiller.config import Profile
+from deffiller.data.dataset import MaskImageDataset
+from deffiller.errors import DefFillerError
+from deffiller.models.build import DefFillerParts, build_parts
+from deffiller.models.text import encode_prompts
+from deffiller.pipelines.deffiller import DefFillerPipeline, make_scheduler
+from deffiller.training.loop import DiffusionTask, LoopConfig, train
+
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """The official schedule (AdamW 5e-5, 10k warmup, 30k iterations, batch 2) plus DefFiller's data settings."""
+
+    SECTION: ClassVar[str] = "train"
+    drop_prob: float = 0.1  # per batch: grounding tokens -> null input (text and downsampler input never dropped)
+    hflip: bool = True
+    gradient_checkpointing: bool = True
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    train_timesteps: int = 1000
+
+
+def noise_scheduler(cfg: TrainConfig) -> DDPMScheduler:
+    """LDM's "linear" schedule (linspace of sqrt(beta), squared) = diffusers' scaled_linear."""
+    return DDPMScheduler(num_train_timesteps=cfg.train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False)
+
+
+class DefFillerTask(DiffusionTask):
+    def __init__(self, parts: DefFillerParts, cfg: TrainConfig):
+        super().__init__()
+        self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
+        self.tokenizer, self.cfg, self.scheduler = parts.tokenizer, cfg, noise_scheduler(cfg)
+        self.requires_grad_(False)
+        for params in self.trainable_groups().values():
+            for p in params:
+                p.requires_grad_(True)
+        if cfg.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+
+    def trainable_groups(self):
+        return self.unet.trainable_groups()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()
+        self.text_encoder.eval()
+        return self
+
+    def forward(self, batch, generator):
+        images, sem = batch["pixel_values"], batch["sem"]
+        count, device = images.shape[0], images.device
+        if self.cfg.hflip:
+            flip = (torch.rand(count, generator=generator, device=generator.device) < 0.5).to(device).view(-1, 1, 1, 1)
+            images, sem = torch.where(flip, images.flip(-1), images), torch.where(flip, sem.flip(-1), sem)
+        with torch.no_grad():
+            latents = self.vae.encode(images).latent_dist.sample(generator=generator) * self.vae.config.scaling_factor
+            text = encode_prompts(self.tokenizer, self.text_encoder, batch["prompt"], device)
+        noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(device)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (count,), generator=generator,
+                          device=generator.device).to(device)
+        dropped = torch.rand((), generator=generator, device=generator.device) < self.cfg.drop_prob
+        grounded = torch.full((count,), 0.0 if dropped else 1.0, device=device)
+        noisy = self.scheduler.add_noise(latents, noise, t)
+        pred = self.unet(noisy, t, text, sem, grounded).sample
+        return F.mse_loss(pred.float(), noise.float())
+
+
+def save_pipeline(parts: DefFillerParts, cfg: TrainConfig, classes, folder) -> Path:
+    """`save_pretrained` into a staging folder renamed onto `folder`, with PLMS over the training schedule."""
+    folder = Path(folder)
+    pipe = DefFillerPipeline(parts.unet, parts.vae, parts.text_encoder, parts.tokenizer,
+                             make_scheduler("pndm", noise_scheduler(cfg).config), classes)
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipe.save_pretrained(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder
+
+
+def training_pairs(profile: Profile, data=None, train_manifest=None):
+    """(pairs, description): the train rows of a manifest, all pairs of `data`, or the profile's dataset."""
+    from deffiller.data.layout import load_pairs
+    from deffiller.data.splits import read_manifest
+
+    if train_manifest is not None:
+        return read_manifest(train_manifest, split="train"), f"manifest {train_manifest} (train rows)"
+    if data is None:
+        from deffiller.data.source import resolve_dataset
+
+        source = resolve_dataset(profile)
+        data = source.root
+        return load_pairs(data, per_class=profile.data.per_class), f"{data}{' [' + source.banner + ']' if source.synthetic else ''}"
+    return load_pairs(data, per_class=profile.data.per_class), str(data)
+
+
+def train_deffiller(profile: Profile, init: str, out, data=None, train_manifest=None, resume: bool = False,
+                    progress: bool = True, overrides: dict | None = None) -> dict:
+    """Train DefFiller from `init` (scratch | sd | gligen) into the run folder `out`; the pipeline lands in
+    `out/model` (load it with `DefFillerPipeline.from_pretrained` or `deffiller generate --model out`). Returns
+    the run summary (also in `out/run_summary.json`). `overrides` replaces fields of the `train` section."""
+    cfg = dataclasses.replace(profile.section(TrainConfig), **(overrides or {}))
+    out = Path(out)
+    pairs, described = training_pairs(profile, data, train_manifest)
+    classes = tuple(profile.data.classes)
+    dataset = MaskImageDataset(pairs, classes, profile.data.image_size, profile.data.mask_channels, hflip=False)
+    if len(dataset) < cfg.batch_size:
+        raise DefFillerError(f"{described}: {len(dataset)} training pairs, fewer than train.batch_size={cfg.batch_size}")
+    parts = build_parts(profile, init, pairs, progress)
+    torch.manual_seed(profile.seed)
+    summary = train(DefFillerTask(parts, cfg), dataset, cfg, out, seed=profile.seed, resume=resume, progress=progress,
+                    run_info={"profile": profile.name, "init": init, "data": described, "pairs": len(pairs),
+                              "provenance": parts.provenance})
+    summary["model"] = str(save_pipeline(parts, cfg, classes, out / MODEL_DIR))
+    return summary
