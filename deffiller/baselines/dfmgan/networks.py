@@ -226,7 +226,10 @@ class Discriminator(nn.Module):
     def __init__(self, resolution: int, in_channels: int, channel_base: int, channel_max: int, mbstd_group: int = 4):
         super().__init__()
         check_resolution(resolution)
-        ch = lambda r: channels_at(r, channel_base, channel_max)  # noqa: E731
+
+        def ch(res):
+            return channels_at(res, channel_base, channel_max)
+
         self.from_image = EqualConv2d(in_channels, ch(resolution), 1, activation=True)
         resolutions = [2**i for i in range(int(math.log2(resolution)), 2, -1)]
         self.blocks = nn.Sequential(*(DiscriminatorBlock(ch(r), ch(r // 2)) for r in resolutions))

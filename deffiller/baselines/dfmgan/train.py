@@ -43,11 +43,18 @@ def training_pairs(profile: Profile, data=None, train_manifest=None) -> tuple[li
     return load_pairs(data, per_class=profile.data.per_class), described
 
 
+def _logged_step(line: str) -> int | None:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None  # a line cut off by a crash
+
+
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint being resumed from (they will be logged again)."""
+    """Keep the lines logged up to the checkpoint being resumed from (later steps will be logged again)."""
     if path.is_file():
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        write_text(path, "".join(line for line in lines if line.strip() and json.loads(line)["step"] <= step))
+        write_text(path, "".join(line for line in lines if (logged := _logged_step(line)) is not None and logged <= step))
 
 
 def fit(trainer: Trainer, steps: int, run_dir: Path, resume: bool, desc: str, progress: bool = True) -> dict:
@@ -127,7 +134,7 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
     stage1_dir = out_dir / STAGE1
     lines = [f"DFMGAN on {described} ({len(pairs)} pairs) at {cfg.resolution} px on {device}"]
     if (stage1_dir / "model.pt").is_file():
-        lines.append(f"stage 1: already trained in {stage1_dir} ({meta['stage1']['source']}), skipped")
+        lines.append(f"stage 1: already trained in {stage1_dir} ({meta.get('stage1', {}).get('source')}), skipped")
     else:
         source, logs = _stage1(cfg, pairs, stage1_dir, device, profile.seed, resume, progress)
         meta["stage1"] = {"source": source, "steps": cfg.steps(cfg.stage1_kimg), "last": logs}

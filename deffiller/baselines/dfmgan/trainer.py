@@ -38,10 +38,10 @@ class Trainer:
         self.opts = {name: lazy_adam(params, cfg, intervals[name]) for name, params in self.params.items()}
         for net in [*self.nets.values(), self.G_ema]:
             net.requires_grad_(False)
-        self.path_length = PathLengthPenalty(cfg.pl_decay).to(next(G.parameters()).device)
+        self.device = next(G.parameters()).device
+        self.path_length = PathLengthPenalty(cfg.pl_decay).to(self.device)
         self.augment = DiffAugment(cfg.diffaugment)
         self.ema_rampup = ema_rampup
-        self.device = next(G.parameters()).device
         self.step = 0
 
     @contextlib.contextmanager
