@@ -18,6 +18,15 @@ OFFICIAL_PARAMS = {"csepnet": 18_775_142, "tsernet": 236_779_918}  # measured on
 N_OUTPUTS = {"csepnet": 5, "tsernet": 13}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Many small ops: one thread is as fast here and does not stall when the shared CPUs are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def nets() -> dict[str, Detector]:
     torch.manual_seed(0)
@@ -163,3 +172,43 @@ def test_bad_backbone_files_give_clear_errors(nets, tmp_path):
     torch.save({f"features.{k}": v for k, v in small.state_dict().items()}, tmp_path / "gray_vgg.pth")
     with pytest.raises(DefFillerError, match="wrong shape.*features.0.weight"):
         create_detector("csepnet", backbone_weights=str(tmp_path / "gray_vgg.pth"))
+
+
+@pytest.mark.parametrize("name, official, ours", [
+    ("csepnet", "encoder8.4.weight", "encoder.27.weight"),
+    ("csepnet", "Gate5.ca.fc2.weight", "attention.4.channel_mlp.2.weight"),
+    ("csepnet", "CSC16.conv1.bn.running_var", "csc.3.adapt.1.running_var"),
+    ("csepnet", "CSC2.sa1.conv1.weight", "csc.0.attend_fine.conv.weight"),
+    ("csepnet", "sim16.csweight.sa1.conv1.weight", "csfi.4.fuse.attend_coarse.conv.weight"),
+    ("csepnet", "sim1.contrast4.bn1.bias", "csfi.0.h_merge.1.gate.1.bias"),
+    ("csepnet", "sim4.bnl_1.weight", "csfi.2.l_merge.0.1.weight"),
+    ("csepnet", "upconv2.conv.weight", "up.1.0.weight"),
+    ("csepnet", "decoder.decoder5.4.bn.running_mean", "side_decoders.3.5.running_mean"),
+    ("csepnet", "decoder.S2.bias", "side_decoders.0.7.bias"),
+    ("csepnet", "decoder.S1.weight", "head1.weight"),
+    ("tsernet", "inbn.running_mean", "stem.1.running_mean"),
+    ("tsernet", "resb6_3.bn2.weight", "encoder6.2.bn2.weight"),
+    ("tsernet", "RCU4.Conv2.2.weight", "rcus.3.body.5.weight"),
+    ("tsernet", "getHigherSideInfo.0.bias", "edge_context.3.bias"),
+    ("tsernet", "MSF.branch4.1.weight", "edge_msf.branches.3.1.weight"),
+    ("tsernet", "bnbg_m.bias", "bridge.1.1.bias"),
+    ("tsernet", "conv6d_2.weight", "decoders.5.2.0.weight"),
+    ("tsernet", "EFBI3.convs4.7.bias", "efbi.2.foreground.2.1.bias"),
+    ("tsernet", "EFBI6.convs2.1.weight", "efbi.5.unused.1.1.weight"),
+    ("tsernet", "EFBI1.bn.running_var", "efbi.0.encoder_in.1.running_var"),
+    ("tsernet", "outconvb.weight", "bridge_head.weight"),
+    ("tsernet", "subnet.bn5.bias", "refine.encoders.4.1.bias"),
+    ("tsernet", "subnet.Decoder4.getFinalEdge.0.weight", "refine.decoders.3.edge_merge.0.weight"),
+    ("tsernet", "subnet.d3conv.bias", "refine.sides.2.bias"),
+])
+def test_official_checkpoint_names_convert(nets, name, official, ours):
+    state = nets[name].state_dict()
+    converted = nets[name].convert_state_dict({official: state[ours]})
+    assert list(converted) == [ours]
+
+
+def test_csweight_concat_order_is_swapped(nets):
+    weight = nets["csepnet"].state_dict()["csfi.1.fuse.weight.0.0.weight"]  # (64, 128, 3, 3): (fine, coarse) inputs
+    official = torch.cat([weight[:, 64:], weight[:, :64]], dim=1)  # the official conv sees (coarse, fine)
+    converted = nets["csepnet"].convert_state_dict({"sim8.csweight.conv_cat.conv.weight": official})
+    assert torch.equal(converted["csfi.3.fuse.weight.0.0.weight"], weight)

@@ -7,6 +7,8 @@ CEL. Re-implemented after github.com/showmaker369/CSEPNet (`CSEPNet_VGG16`); 18,
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -135,6 +137,39 @@ def consistency_enhanced_loss(logits: torch.Tensor, target: torch.Tensor, eps: f
     return ((prob - overlap).sum() + (target - overlap).sum()) / (prob.sum() + target.sum() + eps)
 
 
+_SCALE = {"1": 0, "2": 1, "4": 2, "8": 3, "16": 4}  # the official names carry the stage stride
+_OFFICIAL_RENAMES = [  # (pattern, replacement) applied in order to every official name
+    (r"\.conv\.", ".0."), (r"\.bn\.", ".1."),  # conv-BN-ReLU blocks
+    (r"^encoder(\d+)\.(\d+)", lambda m: f"encoder.{((0,) + STAGE_ENDS)[_SCALE[m[1]]] + int(m[2])}"),
+    (r"^Gate(\d)\.ca\.fc1", lambda m: f"attention.{int(m[1]) - 1}.channel_mlp.0"),
+    (r"^Gate(\d)\.ca\.fc2", lambda m: f"attention.{int(m[1]) - 1}.channel_mlp.2"),
+    (r"^Gate(\d)\.sa\.conv1", lambda m: f"attention.{int(m[1]) - 1}.spatial.conv"),
+    (r"^con_AIM(\d)", lambda m: f"reduce.{int(m[1]) - 1}"),
+    (r"^CSC(\d+)\.", lambda m: f"csc.{_SCALE[m[1]] - 1}."),  # CSC16 joins the stride-8 stage
+    (r"^sim(\d+)\.", lambda m: f"csfi.{_SCALE[m[1]]}."),
+    (r"^upconv(\d+)\.", lambda m: f"up.{_SCALE[m[1]]}."),
+    (r"^decoder\.S1\.", "head1."),
+    (r"^decoder\.S(\d)\.", lambda m: f"side_decoders.{int(m[1]) - 2}.7."),
+    (r"^decoder\.decoder(\d)\.4\.Deconv\.", lambda m: f"side_decoders.{int(m[1]) - 2}.4."),
+    (r"^decoder\.decoder(\d)\.4\.1\.", lambda m: f"side_decoders.{int(m[1]) - 2}.5."),
+    (r"^decoder\.decoder(\d)\.", lambda m: f"side_decoders.{int(m[1]) - 2}."),
+    (r"^(csfi\.\d)\.csweight\.sa1\.conv1", r"\1.fuse.attend_coarse.conv"),  # CSWeight's sa1 sees the coarse input
+    (r"^(csfi\.\d)\.csweight\.sa2\.conv1", r"\1.fuse.attend_fine.conv"),
+    (r"^(csc\.\d)\.sa1\.conv1", r"\1.attend_fine.conv"),
+    (r"^(csc\.\d)\.sa2\.conv1", r"\1.attend_coarse.conv"),
+    (r"\.csweight\.", ".fuse."),
+    (r"\.conv1\.", ".adapt."), (r"\.conv_cat\.", ".weight.0."), (r"\.conv2\.", ".weight.1."),
+    (r"\.h2h_0\.", ".h_in.0."), (r"\.bnh_0\.", ".h_in.1."), (r"\.h2l_0\.", ".l_in.0."), (r"\.bnl_0\.", ".l_in.1."),
+    (r"\.contrast3\.", ".h_contrast."), (r"\.contrast1\.", ".l_contrast."),
+    (r"\.contrast4\.", ".h_merge.1."), (r"\.contrast2\.", ".l_merge.1."),
+    (r"\.h2h_1\.", ".h_mid."), (r"\.l2l_1\.", ".l_mid."), (r"\.l2h_1\.", ".l_to_h."), (r"\.h2l_1\.", ".h_to_l."),
+    (r"\.h1h_1\.", ".h_merge.0.0."), (r"\.bnh_1\.", ".h_merge.0.1."),
+    (r"\.l2l_0\.", ".l_merge.0.0."), (r"\.bnl_1\.", ".l_merge.0.1."),
+    (r"\.h2h_2\.", ".h_out."), (r"\.l2l_2\.", ".l_out."), (r"\.conv_out\.", ".project."),
+    (r"\.conv_1\.", ".gate.0."), (r"\.bn1\.", ".gate.1."),
+]
+
+
 class CSEPNet(Detector):
     preprocess = Preprocess(train_size=256, crop_size=None, test_size=256, hflip=True, rotation=10.0,
                             color_jitter=0.1, resize_back="nearest")
@@ -175,6 +210,18 @@ class CSEPNet(Detector):
     def load_backbone(self, path: str) -> None:
         """Load a local torchvision vgg16_bn ImageNet state dict into the encoder (its classifier is ignored)."""
         load_torchvision_weights(self.encoder, path, "vgg16_bn", prefix="features.")
+
+    @staticmethod
+    def convert_state_dict(official: dict) -> dict:
+        """Official `CSEPNet_VGG16` checkpoint names -> this module's (for the released trained parameters)."""
+        converted = {}
+        for key, value in official.items():
+            for pattern, repl in _OFFICIAL_RENAMES:
+                key = re.sub(pattern, repl, key)
+            if re.fullmatch(r"csfi\.\d\.fuse\.weight\.0\.0\.weight", key):  # CSWeight concatenates (coarse, fine)
+                value = torch.cat(value.chunk(2, dim=1)[::-1], dim=1)
+            converted[key] = value
+        return converted
 
     def loss(self, outputs, target):
         return sum(bce_loss(o, target) + iou_loss(o, target) + ssim_loss(o, target)

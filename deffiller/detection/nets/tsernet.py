@@ -9,6 +9,8 @@ residual. 13 outputs; re-implemented after github.com/monxxcn/TSERNet (236,779,9
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -125,6 +127,36 @@ class RefineNet(nn.Module):
         return [coarse + self.residual(decoded[0])] + [_resize(side(d), size) for side, d in zip(self.sides, decoded)]
 
 
+def _stacked(name: str, offset: int = 0):
+    """Rename an official flat conv-BN-ReLU Sequential index n to our block index.layer (n // 3 + offset).(n % 3)."""
+    return lambda m: f"{name}.{int(m[1]) // 3 + offset}.{int(m[1]) % 3}."
+
+
+_EFBI_PARTS = {"convert": "encoder_in.0", "bn": "encoder_in.1", "convs3": "decoder_in", "convs1": "unused.0",
+               "convs2": "unused.1"}
+_OFFICIAL_RENAMES = [  # (pattern, replacement) applied in order to every official name
+    (r"^inconv\.", "stem.0."), (r"^inbn\.", "stem.1."),
+    (r"^resb([56])_(\d)\.", lambda m: f"encoder{m[1]}.{int(m[2]) - 1}."),
+    (r"^RCU(\d)\.Conv(\d)\.(\d)\.", lambda m: f"rcus.{int(m[1]) - 1}.body.{3 * (int(m[2]) - 1) + int(m[3])}."),
+    (r"^Resume6_(\d)\.", lambda m: f"edge_context.{int(m[1]) - 1}."), (r"^getHigherSideInfo\.0\.", "edge_context.3."),
+    (r"^MSF\.convert\.", "edge_msf.reduce.0."), (r"^MSF\.bn\.", "edge_msf.reduce.1."),
+    (r"^MSF\.branch(\d)\.", lambda m: f"edge_msf.branches.{int(m[1]) - 1}."), (r"^MSF\.", "edge_msf."),
+    (r"^adjust\.", "edge_head.0."), (r"^Enout_edge\.", "edge_head.1."),
+    (r"^(conv|bn)bg_(\w)\.", lambda m: f"bridge.{'1m2'.index(m[2])}.{int(m[1] == 'bn')}."),
+    (r"^(conv|bn)(\d)d_(\w)\.", lambda m: f"decoders.{int(m[2]) - 1}.{'1m2'.index(m[3])}.{int(m[1] == 'bn')}."),
+    (r"^EFBI(\d)\.", lambda m: f"efbi.{int(m[1]) - 1}."),
+    (r"^(efbi\.\d)\.(convert|bn|convs3|convs1|convs2)\.", lambda m: f"{m[1]}.{_EFBI_PARTS[m[2]]}."),
+    (r"\.convs\.(\d+)\.", _stacked(".background")), (r"\.convs4\.(\d+)\.", _stacked(".foreground")),
+    (r"\.convs5\.(\d+)\.", _stacked(".fuse")),
+    (r"^outconvb\.", "bridge_head."), (r"^outconv(\d)\.", lambda m: f"side_heads.{int(m[1]) - 1}."),
+    (r"^subnet\.conv0\.", "refine.stem."), (r"^subnet\.conv_d0\.", "refine.residual."),
+    (r"^subnet\.(conv|bn)(\d)\.", lambda m: f"refine.encoders.{int(m[2]) - 1}.{int(m[1] == 'bn')}."),
+    (r"^subnet\.d(\d)conv\.", lambda m: f"refine.sides.{int(m[1]) - 1}."),
+    (r"^subnet\.Decoder(\d)\.", lambda m: f"refine.decoders.{int(m[1]) - 1}."),
+    (r"\.adaptEdge\.", ".edge_in."), (r"\.getFinalEdge\.", ".edge_merge."), (r"\.getFinalInfo\.", ".fuse."),
+]
+
+
 class TSERNet(Detector):
     preprocess = Preprocess(train_size=256, crop_size=224, test_size=256, divide_by_max=True, minmax_output=True)
     # train.py: Adam, no weight decay. Neither the repo (epoch_num is a placeholder) nor DefFiller's Table 4 gives the
@@ -189,6 +221,16 @@ class TSERNet(Detector):
         """Load a local torchvision resnet34 ImageNet state dict; like the official model, only layer1-4 are used."""
         layers = nn.ModuleDict({f"layer{i}": getattr(self, f"encoder{i}") for i in range(1, 5)})
         load_torchvision_weights(layers, path, "resnet34")
+
+    @staticmethod
+    def convert_state_dict(official: dict) -> dict:
+        """Official `TSERNet` checkpoint names -> this module's (for the released trained model)."""
+        converted = {}
+        for key, value in official.items():
+            for pattern, repl in _OFFICIAL_RENAMES:
+                key = re.sub(pattern, repl, key)
+            converted[key] = value
+        return converted
 
     def loss(self, outputs, target):
         edge_target = mask_edges(target)
