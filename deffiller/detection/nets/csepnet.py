@@ -3,7 +3,8 @@
 A VGG16-bn encoder (5 stages, strides 1-16) whose stages pass through CBAM and a 3x3 channel reduction; a top-down
 decoder of CSFI blocks (two-resolution feature integration with "contrast" edge purification and gated fusion)
 joined by CSC cross-scale connections; five deeply supervised outputs, each trained with BCE + IoU + (1 - SSIM) +
-CEL. Re-implemented after github.com/showmaker369/CSEPNet (`CSEPNet_VGG16`); 18,775,142 parameters like the original.
+CEL. Re-implemented after github.com/showmaker369/CSEPNet (`CSEPNet_VGG16`): 18,775,142 parameters like the original,
+whose checkpoints load through `convert_state_dict` (outputs checked equal to the official model's).
 """
 from __future__ import annotations
 
@@ -173,7 +174,8 @@ _OFFICIAL_RENAMES = [  # (pattern, replacement) applied in order to every offici
 class CSEPNet(Detector):
     preprocess = Preprocess(train_size=256, crop_size=None, test_size=256, hflip=True, rotation=10.0,
                             color_jitter=0.1, resize_back="nearest")
-    # config.py + solver.py: SGD "sgd_trick" (biases and BN exempt from decay), poly 0.9 stepped per epoch
+    # config.py + solver.py: SGD "sgd_trick", poly 0.9 stepped per epoch. The official trick exempts parameters whose
+    # name contains "bias" or "bn" from weight decay (which misses the VGG BN layers); here every bias and norm is.
     train_defaults = TrainDefaults(optimizer="sgd", lr=1e-3, weight_decay=5e-4, batch_size=4, epochs=100,
                                    momentum=0.9, schedule="poly", decay_bias_and_norm=False)
 

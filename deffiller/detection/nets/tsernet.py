@@ -5,7 +5,8 @@ two extra stages of three 512-channel BasicBlocks, residual conv units (RCU) on 
 An edge branch (deep stage-6 context added to stage 2, then the multi-scale MSF block) predicts a full-resolution
 edge map that every decoder stage reuses in its EFBI block (edge-aware foreground/background integration).
 Stage 2 is a small U-Net on the coarse map whose ERM decoder blocks reuse the edge map again and which predicts a
-residual. 13 outputs; re-implemented after github.com/monxxcn/TSERNet (236,779,918 parameters like the original).
+residual. 13 outputs. Re-implemented after github.com/monxxcn/TSERNet: 236,779,918 parameters like the original,
+whose checkpoints load through `convert_state_dict` (outputs checked equal to the official model's).
 """
 from __future__ import annotations
 
@@ -200,6 +201,7 @@ class TSERNet(Detector):
         return [rcu(h) for rcu, h in zip(self.rcus, (h1, h2, h3, h4, h5, h6))]
 
     def forward(self, x):
+        """Logits: [refined map, d1..d6 (stage 1 decoder), bridge, edge (EDGE_INDEX), 4 refinement side outputs]."""
         size = x.shape[2:]
         features = self.encode(x)
         stride2 = features[1]
