@@ -114,3 +114,75 @@ def test_step_generators_differ_by_step_and_process():
     assert torch.equal(draw(0, 5, 0), draw(0, 5, 0))
     assert not torch.equal(draw(0, 5, 0), draw(0, 6, 0))
     assert not torch.equal(draw(0, 5, 0), draw(0, 5, 1))
+
+
+# --- DefFiller on the loop -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from deffiller.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("deffiller_data") / "SD-saliency-900", per_class=2, seed=0)
+
+
+def _final_unet(run):
+    return load_file(run / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def test_deffiller_resume_matches_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch):
+    from tiny_deffiller import tiny_profile
+
+    from deffiller.training.deffiller import DefFillerTask, train_deffiller
+
+    profile = tiny_profile(tmp_path, **{"train.max_steps": 5, "train.checkpoint_every": 2, "train.drop_prob": 0.5})
+    whole = train_deffiller(profile, "scratch", tmp_path / "whole", data=tiny_data, progress=False)
+    groups = whole["parameters"]["trainable"]
+    assert set(groups) == {"fusers", "mask_encoder", "downsampler", "conv_in.weight"} and all(groups.values())
+    assert set(whole["parameters"]["frozen"]) == {"unet", "vae", "text_encoder"}
+
+    forward, calls = DefFillerTask.forward, []
+
+    def interrupted(self, batch, generator):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return forward(self, batch, generator)
+
+    monkeypatch.setattr(DefFillerTask, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_deffiller(profile, "scratch", tmp_path / "cut", data=tiny_data, progress=False)
+    monkeypatch.setattr(DefFillerTask, "forward", forward)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "cut")] == ["step-2"]
+    resumed = train_deffiller(profile, "scratch", tmp_path / "cut", data=tiny_data, resume=True, progress=False)
+    assert resumed["resumed_from"] == 2
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "whole")
+    a, b = _final_unet(tmp_path / "whole"), _final_unet(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    untouched = _final_unet(tmp_path / "whole")["conv_in.bias"]
+    from deffiller.data.layout import load_pairs
+    from deffiller.models.build import build_parts
+
+    initial = build_parts(profile, "scratch", load_pairs(tiny_data), progress=False).unet
+    assert torch.equal(untouched, initial.conv_in.bias.detach())  # frozen: the bias of conv_in never moves
+    assert not torch.equal(a["conv_in.weight"], initial.conv_in.weight.detach())
+
+
+def test_train_then_generate_from_the_command_line(tmp_path, tiny_data):
+    import yaml
+
+    from deffiller.cli import main
+    from deffiller.config import configs_dir
+
+    raw = yaml.safe_load((configs_dir() / "tiny.yaml").read_text())
+    raw["paths"]["outputs"] = str(tmp_path / "outputs")
+    raw["vae"]["max_steps"] = 2
+    raw["train"]["max_steps"] = 2
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert main(["train", "--profile", str(tmp_path / "p.yaml"), "--init", "scratch", "--out", str(run),
+                 "--data", str(tiny_data)]) == 0
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["status"] == "done" and summary["init"] == "scratch" and summary["step"] == 2
+    assert main(["generate", "--model", str(run), "--masks", str(tiny_data / "Ground truth"), "--out", str(tmp_path / "g"),
+                 "--profile", str(tmp_path / "p.yaml"), "--steps", "2"]) == 0
+    assert len(list((tmp_path / "g" / "Source Images").glob("*.bmp"))) == 6

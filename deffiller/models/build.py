@@ -64,6 +64,7 @@ def build_parts(profile: Profile, init: str, pairs=None, progress: bool = True) 
             raise DefFillerError("--init scratch trains its VAE on the training pairs, but none were given")
         vae = small_vae(profile.section(VAEConfig), pairs, profile.data.image_size, profile.path("outputs") / "vae_cache",
                         seed=profile.seed, progress=progress)
+        torch.manual_seed(profile.seed)  # the same random weights whether the VAE was trained now or cached
         tokenizer = offline_tokenizer(cfg.max_length)
         text_encoder = random_text_encoder(tokenizer, cfg.cross_attention_dim, cfg.text_layers, cfg.text_heads,
                                            cfg.text_intermediate, cfg.max_length)

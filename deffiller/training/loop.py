@@ -297,7 +297,8 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
     if accelerator.is_main_process:
         write_json(out_dir / SUMMARY, summary)
     accelerator.wait_for_everyone()
-    accelerator.free_memory()
+    if accelerator.device.type == "cuda":
+        accelerator.free_memory()  # drops accelerate's references to the model and optimizer state (a full gc: slow)
     return summary
 
 
