@@ -1,0 +1,140 @@
+"""The paper's two detection protocols, as library functions for the notebooks.
+
+- Data substitution (Table 5): 9:1 split of the real data; each network is trained on the real training
+  images ("None"), or on a method's generated images for the same training masks; all are tested on the real
+  test split.
+- Data expansion (Table 8): 1:5 split; each network is trained on the real training split alone ("None") or
+  plus all generated pairs of a method; tested on the real test split.
+
+Optionally (`filter_generated=True`, as the official DefFiller README recommends) generated pairs are kept only
+when the network trained on real data ("None") finds their conditioning mask with IoU >= `detect.filter_iou`.
+Every run lives in `<out>/<protocol>/<net>/<method>/` and its scores are cached in `scores.json`, so an
+interrupted protocol resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deffiller.config import Profile
+from deffiller.data.layout import Pair, find_dataset, load_pairs
+from deffiller.data.masks import binarize
+from deffiller.data.splits import expansion_split, substitution_split
+from deffiller.detection.metrics import METRICS, SaliencyMetrics
+from deffiller.detection.predict import load_detector, predict_maps
+from deffiller.detection.train import DetectConfig, resolve_device, train_detector
+from deffiller.errors import DefFillerError
+from deffiller.utils.io import list_images, read_image, write_json
+
+BASELINE = "None"  # the method name of real-data-only runs, as in the paper's tables
+
+
+def score_model(model, pairs: list[Pair], batch_size: int = 8, device: str = "cpu") -> dict[str, float]:
+    """Saliency metrics of a model on real pairs, maps at the masks' size."""
+    metrics = SaliencyMetrics()
+    grays = [read_image(p.image, "L") for p in pairs]
+    for pair, pred in zip(pairs, predict_maps(model, grays, batch_size, device)):
+        metrics.update(pred, read_image(pair.mask, "L"), pair.name)
+    return metrics.compute()
+
+
+def mask_iou(model, pairs: list[Pair], batch_size: int = 8, device: str = "cpu") -> list[float]:
+    """IoU between each pair's mask and the model's map on its image, binarised at 0.5."""
+    grays = [read_image(p.image, "L") for p in pairs]
+    ious = []
+    for pair, pred in zip(pairs, predict_maps(model, grays, batch_size, device)):
+        mask, found = binarize(read_image(pair.mask, "L")), binarize(pred)
+        if mask.shape != found.shape:
+            raise DefFillerError(f"{pair.mask}: mask is {mask.shape[::-1]} but its image {pair.image} is {found.shape[::-1]}")
+        union = np.logical_or(mask, found).sum()
+        ious.append(float(np.logical_and(mask, found).sum() / union) if union else 1.0)
+    return ious
+
+
+def filter_pairs(model, pairs: list[Pair], threshold: float, batch_size: int = 8, device: str = "cpu") -> list[Pair]:
+    """The generated pairs whose mask the real-data model finds with IoU >= threshold."""
+    return [p for p, iou in zip(pairs, mask_iou(model, pairs, batch_size, device)) if iou >= threshold]
+
+
+def substitute_images(pairs: list[Pair], generated_root) -> list[Pair]:
+    """The same masks with a method's generated images (matched by name) in place of the real images."""
+    root = Path(generated_root)
+    try:
+        image_dir = find_dataset(root)[0]
+    except DefFillerError:
+        image_dir = root
+    if not image_dir.is_dir():
+        raise DefFillerError(f"{root}: generated image folder not found")
+    images = {p.stem: p for p in list_images(image_dir)}
+    missing = [p.name for p in pairs if p.name not in images]
+    if missing:
+        raise DefFillerError(
+            f"{image_dir}: no generated image for {len(missing)} training mask(s), e.g. {missing[:5]}; data substitution "
+            "needs one generated image per training mask, named like the mask"
+        )
+    return [Pair(p.name, images[p.name], p.mask, p.label, p.index) for p in pairs]
+
+
+def _run(net, method, train_pairs, test_pairs, out: Path, profile: Profile, cfg: DetectConfig, keep_weights: bool,
+         extra: dict) -> tuple[dict, Path]:
+    """Train (or resume) one run and score it on the test pairs; cached in `scores.json`."""
+    scores_path, weights = out / "scores.json", out / "model.pt"
+    if scores_path.exists():
+        return json.loads(scores_path.read_text()), weights
+    weights = train_detector(net, train_pairs, out, cfg, seed=profile.seed, resume=True)
+    device = resolve_device(cfg.device)
+    scores = score_model(load_detector(net, weights, device), test_pairs, cfg.eval_batch_size, device)
+    row = {"network": net, "method": method, **scores, "n_train": len(train_pairs), "n_test": len(test_pairs), **extra}
+    write_json(scores_path, row)
+    if not keep_weights:
+        weights.unlink()
+    return row, weights
+
+
+def _protocol(name, split, make_train, generated: dict, profile: Profile, out, nets, filter_generated,
+              keep_weights) -> pd.DataFrame:
+    cfg = profile.section(DetectConfig)
+    device = resolve_device(cfg.device)
+    train, test = split["train"], split["test"]
+    rows = []
+    for net in nets or cfg.nets:
+        base = Path(out) / name / net
+        row, base_weights = _run(net, BASELINE, train, test, base / BASELINE, profile, cfg,
+                                 keep_weights or filter_generated, {})
+        rows.append(row)
+        for method, root in generated.items():
+            candidates = make_train(train, root)
+            extra = {}
+            if filter_generated and not (base / method / "scores.json").exists():
+                kept = filter_pairs(load_detector(net, base_weights, device), candidates, cfg.filter_iou,
+                                    cfg.eval_batch_size, device)
+                extra = {"n_generated": len(candidates), "n_kept": len(kept)}
+                candidates = kept
+            train_pairs = candidates if name == "substitution" else train + candidates
+            if not train_pairs:
+                raise DefFillerError(f"{method}: no generated pair passed the IoU >= {cfg.filter_iou} filter for {net}")
+            rows.append(_run(net, method, train_pairs, test, base / method, profile, cfg, keep_weights, extra)[0])
+    columns = ["network", "method", *METRICS, "meanF", "wF", "n_train", "n_test"]
+    frame = pd.DataFrame(rows)
+    return frame[columns + [c for c in frame.columns if c not in columns]]
+
+
+def substitution(real_root, generated: dict[str, str | Path], profile: Profile, out, nets=None,
+                 filter_generated: bool = False, keep_weights: bool = False) -> pd.DataFrame:
+    """Table 5: one row per (network, method); `generated` maps a method name to its folder of images named like
+    the real masks (the method's output for the real masks)."""
+    pairs = load_pairs(real_root, per_class=profile.data.per_class)
+    return _protocol("substitution", substitution_split(pairs, profile.seed), substitute_images, generated,
+                     profile, out, nets, filter_generated, keep_weights)
+
+
+def expansion(real_root, generated: dict[str, str | Path], profile: Profile, out, nets=None,
+              filter_generated: bool = False, keep_weights: bool = False) -> pd.DataFrame:
+    """Table 8: one row per (network, method); `generated` maps a method name to a folder of generated pairs
+    (dataset layout: images and their masks), added to the real training split."""
+    pairs = load_pairs(real_root, per_class=profile.data.per_class)
+    return _protocol("expansion", expansion_split(pairs, profile.seed), lambda _, root: load_pairs(root), generated,
+                     profile, out, nets, filter_generated, keep_weights)
