@@ -74,6 +74,9 @@ def test_existing_run_needs_resume_and_summary_counts_groups(tmp_path):
     assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-1", "step-2"]
     with pytest.raises(DefFillerError, match="--resume"):
         train(Regression(), Points(), CONFIG, tmp_path, progress=False)
+    again = train(Regression(), Points(), LoopConfig(max_steps=2, batch_size=2, warmup_steps=1, checkpoint_every=1,
+                                                     device="cpu"), tmp_path, resume=True, progress=False)
+    assert again["status"] == "done" and again["final_loss"] == summary["final_loss"] and len(_losses(tmp_path)) == 2
 
 
 def test_nan_loss_stops_cleanly_and_names_the_step(tmp_path):

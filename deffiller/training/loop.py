@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import write_json
+from deffiller.utils.io import write_json, write_text
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -208,14 +208,15 @@ def _register_trainable_only_checkpoints(accelerator: Accelerator, task: Diffusi
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop log lines past the resumed checkpoint (written by the interrupted run after its last checkpoint)."""
+def _truncate_metrics(path: Path, last_step: int) -> float | None:
+    """Drop log lines past the resumed checkpoint (written by the interrupted run after its last checkpoint);
+    returns the last kept loss."""
     if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    from deffiller.utils.io import write_text
-
-    write_text(path, "".join(line + "\n" for line in kept))
+        return None
+    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [record for record in kept if record["step"] <= last_step]
+    write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
+    return kept[-1]["loss"] if kept else None
 
 
 def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int = 0, resume: bool = False,
@@ -244,13 +245,13 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
     _register_trainable_only_checkpoints(accelerator, task)
     task, optimizer, scheduler = accelerator.prepare(task, optimizer, scheduler)
 
-    start = 0
+    start, last_loss = 0, None
     if existing:
         accelerator.load_state(str(existing[-1]))
         start = int(json.loads((existing[-1] / "loop_state.json").read_text())["step"])
     if accelerator.is_main_process:
         shutil.rmtree(out_dir / CHECKPOINTS / ".partial", ignore_errors=True)
-        _truncate_metrics(out_dir / METRICS, start)
+        last_loss = _truncate_metrics(out_dir / METRICS, start)
     summary = {"status": "running", "step": start, "max_steps": config.max_steps, "seed": seed,
                "config": dataclasses.asdict(config), "parameters": counts, "versions": versions(),
                "processes": accelerator.num_processes, "device": str(accelerator.device),
@@ -262,7 +263,7 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
                                          collate_fn=collate_fn)
     bar = tqdm(total=config.max_steps, initial=start, desc="train", disable=not (progress and accelerator.is_main_process))
     task.train()
-    loader_iter, step, tic, last_loss = iter(loader), start, time.perf_counter(), None
+    loader_iter, step, tic = iter(loader), start, time.perf_counter()
     while step < config.max_steps:
         batch = send_to_device(next(loader_iter), accelerator.device)
         generator = step_generator(seed, step, accelerator.process_index, accelerator.device)
