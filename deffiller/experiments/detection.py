@@ -1,0 +1,98 @@
+"""Notebooks 08 and 09: detection under data substitution (Tables 4 and 5, Fig. 7) and data expansion (Table 8)."""
+from __future__ import annotations
+
+import importlib
+import shutil
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from deffiller.baselines.adabldm import generate_adabldm
+from deffiller.config import Profile
+from deffiller.data.layout import MASK_DIRS, load_pairs
+from deffiller.data.splits import substitution_split
+from deffiller.detection.metrics import METRICS
+from deffiller.detection.protocols import expansion, substitution
+from deffiller.detection.registry import Detector
+from deffiller.detection.train import DetectConfig
+from deffiller.experiments import baselines, generation
+from deffiller.experiments.common import ExperimentsConfig
+from deffiller.experiments.data import start
+from deffiller.reporting.outputs import Outputs
+
+PAPER_NAMES = {"csepnet": "CSEPNet", "tsernet": "TSERNet", "minet": "MINet"}
+
+
+def settings_table(profile: Profile) -> pd.DataFrame:
+    """Table 4 as this run uses it: each network's optimiser settings (weight decay after the profile's override)."""
+    cfg = profile.section(DetectConfig)
+    rows = {}
+    for net in cfg.nets:
+        module = importlib.import_module(f"deffiller.detection.nets.{net}")
+        cls = next(c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Detector) and c is not Detector)
+        d = cls.train_defaults
+        rows[PAPER_NAMES.get(net, net)] = {
+            "learning rate": d.lr, "optimizer": d.optimizer.upper() if d.optimizer == "sgd" else d.optimizer.capitalize(),
+            "weight decay": d.weight_decay if cfg.weight_decay is None else cfg.weight_decay,
+            "momentum": d.momentum if d.optimizer == "sgd" else d.betas[0], "batch size": d.batch_size}
+    return pd.DataFrame(rows).reset_index(names="setting").astype(str)
+
+
+def _paper_names(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["network"] = frame["network"].map(lambda n: PAPER_NAMES.get(n, n))
+    return frame
+
+
+def substitution_masks(profile: Profile, source) -> tuple:
+    """The training masks of the 9:1 split, copied into one folder the generators can take."""
+    split = substitution_split(load_pairs(source.root, per_class=profile.data.per_class), profile.seed)
+    folder = profile.path("outputs") / "substitution_masks"
+    if not folder.is_dir():
+        staging = folder.with_name(".substitution_masks.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / MASK_DIRS[0]).mkdir(parents=True)
+        for pair in split["train"]:
+            shutil.copy2(pair.mask, staging / MASK_DIRS[0] / pair.mask.name)
+        staging.rename(folder)
+    return folder
+
+
+def fig7(frame: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    sns.barplot(frame, x="network", y="S", hue="method", ax=ax)
+    ax.set_ylabel("S-measure")
+    ax.set_ylim(0, 1)
+    fig.tight_layout()
+    return fig
+
+
+def substitution_run(profile: Profile) -> Outputs:
+    source, outputs = start(profile, "08_substitution")
+    init = profile.section(ExperimentsConfig).inits[-1]
+    masks = substitution_masks(profile, source) / MASK_DIRS[0]
+    deffiller = generation.generate(profile, init, masks, f"deffiller_{init}_substitution")
+    adabldm = baselines.generated(profile, "adabldm_substitution")
+    generate_adabldm(baselines.run_dir(profile, "adabldm"), masks, adabldm, seed=profile.seed, progress=False)
+    frame = _paper_names(substitution(source.root, {"AdaBLDM": adabldm, "DefFiller": deffiller}, profile,
+                                      profile.path("outputs") / "detection"))
+    outputs.table("table4", settings_table(profile), "Training settings of the detection models (this run)")
+    outputs.table("table5", frame[["network", "method", *METRICS]], "Detection before and after data substitution (9:1)")
+    outputs.table("table5_detail", frame, "Table 5 with mean/weighted F and the train/test counts")
+    outputs.figure("fig7", fig7(frame))
+    outputs.finish()
+    return outputs
+
+
+def expansion_run(profile: Profile) -> Outputs:
+    source, outputs = start(profile, "09_expansion")
+    init = profile.section(ExperimentsConfig).inits[-1]
+    generated = {"DFMGAN": baselines.generated(profile, "dfmgan_new"),
+                 "AdaBLDM": baselines.generated(profile, "adabldm_new"),
+                 "DefFiller": generation.generated(profile, f"deffiller_{init}_new")}
+    frame = _paper_names(expansion(source.root, generated, profile, profile.path("outputs") / "detection"))
+    outputs.table("table8", frame[["network", "method", *METRICS]], "Detection before and after data expansion (1:5)")
+    outputs.table("table8_detail", frame, "Table 8 with mean/weighted F and the train/test counts")
+    outputs.finish()
+    return outputs
