@@ -37,7 +37,7 @@ def run_dir(tiny, synth_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sampled(run_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("mask-samples")
-    assert main(["masks", "sample", "--profile", "tiny", "--model", str(run_dir), "--per-class", "4", "--out", str(out)]) == 0
+    assert main(["masks", "sample", "--model", str(run_dir), "--per-class", "4", "--out", str(out)]) == 0
     return out
 
 
@@ -57,6 +57,8 @@ def test_train_writes_a_loadable_model_and_a_log(run_dir, tiny):
 
 
 def test_sample_cli_writes_binary_masks_at_both_sizes(sampled, tiny):
+    settings = json.loads((sampled / "sampling.json").read_text())  # defaults from the training profile (tiny)
+    assert (settings["sampler"], settings["steps"]) == ("ddim", tiny.section(MaskDDPMConfig).sampling_steps)
     for folder, size in ((sampled / "Ground truth", tiny.data.source_size),
                          (sampled / f"masks_{tiny.data.image_size}", tiny.data.image_size)):
         files = list_images(folder)
@@ -237,7 +239,7 @@ def test_quality_attaches_per_class_fid(tmp_path, synth_dataset, monkeypatch):
 
     monkeypatch.setattr(fid, "compute_fid", fake_fid)
     with pytest.warns(UserWarning, match="few samples"):
-        report = mask_quality(synth_dataset, synth_dataset, tmp_path, fid=True, fid_cache_dir=tmp_path / "cache")
+        report = mask_quality(synth_dataset, synth_dataset, fid=True, fid_cache_dir=tmp_path / "cache")
     assert calls == [(synth_dataset / "Ground truth", synth_dataset / "Ground truth", True, tmp_path / "cache")]
     assert report["classes"]["patches"]["fid"] == 20.0 and report["classes"]["scratches"]["kid_mean"] == 0.6
     table = quality_table(report).set_index("class")

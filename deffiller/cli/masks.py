@@ -20,7 +20,7 @@ def register(parser):
     p.add_argument("--model", required=True, help="run folder of `masks train` or its model/ folder")
     p.add_argument("--per-class", type=int, help="masks per class (default: masks.per_class of the profile; paper 300)")
     p.add_argument("--out", required=True, help="output folder; masks already there (same settings) are kept")
-    p.add_argument("--profile", default="smoke", help="profile for the sizes and sampling defaults (default smoke)")
+    p.add_argument("--profile", help="profile for the sizes and sampling defaults (default: the model's training profile)")
     p.add_argument("--seed", type=int, help="a mask depends only on the seed, its class and its index (default: profile seed)")
     p.add_argument("--steps", type=int, help="denoising steps (default: masks.sampling_steps of the profile)")
     p.add_argument("--sampler", choices=("ddpm", "ddim"), help="ddpm (the paper, 1000 steps) or ddim (fewer steps)")
@@ -52,9 +52,9 @@ def _train(args):
 def _sample(args):
     from deffiller.config import load_profile
     from deffiller.models.mask_ddpm import MaskDDPMConfig
-    from deffiller.pipelines.mask_sampling import sample_masks
+    from deffiller.pipelines.mask_sampling import sample_masks, trained_profile
 
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile or trained_profile(args.model) or "smoke")
     cfg = profile.section(MaskDDPMConfig)
     summary = sample_masks(
         args.model, args.out, args.per_class or cfg.per_class,

@@ -169,5 +169,5 @@ def train_mask_ddpm(profile: Profile, out_dir, data=None, train_manifest=None, r
     model = Path(out_dir) / MODEL_DIR
     if PartialState().is_main_process:
         classes = MaskClasses(tuple(profile.data.classes), tuple(profile.data.prefixes))
-        save_mask_model(MaskDDPMPipeline(unet.to("cpu").eval(), scheduler), model, classes)
+        save_mask_model(MaskDDPMPipeline(unet.to("cpu").eval(), scheduler), model, classes, profile.name)
     return {**summary, "steps": summary["step"], "model": str(model)}

@@ -79,13 +79,17 @@ class MaskClasses:
         return self.classes.index(label)
 
 
-def save_mask_model(pipeline: MaskDDPMPipeline, folder, classes: MaskClasses) -> Path:
-    """Write the pipeline folder into a staging folder, then swap it in: a crash never leaves a half-written model."""
+def save_mask_model(pipeline: MaskDDPMPipeline, folder, classes: MaskClasses, profile: str | None = None) -> Path:
+    """Write the pipeline folder into a staging folder, then swap it in: a crash never leaves a half-written model.
+
+    `profile` (the training profile) becomes the default of `deffiller masks sample` for this model.
+    """
     folder = Path(folder)
     staging, old = folder.with_name(f".{folder.name}.partial"), folder.with_name(f".{folder.name}.old")
     shutil.rmtree(staging, ignore_errors=True)
     pipeline.save_pretrained(staging)
-    write_json(staging / CLASSES_FILE, {"classes": list(classes.classes), "prefixes": list(classes.prefixes)})
+    write_json(staging / CLASSES_FILE, {"classes": list(classes.classes), "prefixes": list(classes.prefixes),
+                                        "profile": profile})
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         folder.rename(old)
@@ -98,6 +102,12 @@ def model_folder(path) -> Path:
     """The model folder of a `deffiller masks train` run folder (its `model/`), or `path` itself."""
     path = Path(path)
     return path / MODEL_DIR if (path / MODEL_DIR / "model_index.json").is_file() else path
+
+
+def trained_profile(folder) -> str | None:
+    """The profile a mask model was trained with, where its folder records one."""
+    path = model_folder(folder) / CLASSES_FILE
+    return json.loads(path.read_text(encoding="utf-8")).get("profile") if path.is_file() else None
 
 
 def resolve_device(name: str) -> torch.device:
