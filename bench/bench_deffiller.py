@@ -2,7 +2,7 @@
 images/s (guided sampling, both halves in one UNet call, plus VAE decoding), medians over repeats, peak memory.
 
     .venv/bin/python bench/bench_deffiller.py [--profiles tiny paper] [--repeats 3] [--paper-repeats 1]
-        [--paper-steps 2] [--device cpu|cuda] [--threads 1] [--json outputs/bench/deffiller.json]
+        [--paper-steps 2] [--paper-sample-batch 1] [--paper-warmup 0] [--device cpu|cuda] [--threads 1] [--json outputs/bench/deffiller.json]
 
 Weights are random (speed does not depend on them). The paper profile is the full SD-1.4/GLIGEN-sem size at
 256 px (batch 2, gradient checkpointing as configured); on a CPU measure it with few repeats and sampling steps:
@@ -44,7 +44,8 @@ def masks(count: int, size: int) -> list[np.ndarray]:
     return out
 
 
-def bench_profile(name: str, repeats: int, sample_steps: int | None, device: str) -> dict:
+def bench_profile(name: str, repeats: int, sample_steps: int | None, device: str, sample_batch: int | None = None,
+                  warmup: int = 1) -> dict:
     from deffiller.config import load_profile
     from deffiller.pipelines.deffiller import DefFillerPipeline, SampleConfig, make_scheduler
     from deffiller.training.deffiller import DefFillerTask, TrainConfig, noise_scheduler
@@ -77,7 +78,7 @@ def bench_profile(name: str, repeats: int, sample_steps: int | None, device: str
 
     task.train()
     reset_peak(device)
-    train_s = median_time(train_step, device, repeats=repeats, warmup=1)
+    train_s = median_time(train_step, device, repeats=repeats, warmup=warmup)
     train_mem = peak_memory_mb(device)
     del optimizer
     task.eval()
@@ -85,12 +86,12 @@ def bench_profile(name: str, repeats: int, sample_steps: int | None, device: str
                              make_scheduler(sample_cfg.scheduler, noise_scheduler(train_cfg).config), classes).to(device)
     pipe.set_progress_bar_config(disable=True)
     steps = sample_steps or sample_cfg.steps
-    count = sample_cfg.batch_size
+    count = sample_batch or sample_cfg.batch_size
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(count)]
     reset_peak(device)
     sample_s = median_time(lambda: pipe(masks(count, size), [classes[i % len(classes)] for i in range(count)],
                                         generator=generators, num_inference_steps=steps,
-                                        guidance_scale=sample_cfg.guidance), device, repeats=repeats, warmup=1)
+                                        guidance_scale=sample_cfg.guidance), device, repeats=repeats, warmup=warmup)
     counts = parameter_counts(task)
     return {"profile": name, "px": size, "build_s": build_s, "train_batch": batch_size,
             "train_step_s": train_s, "train_steps_per_s": 1 / train_s, "train_peak_mb": train_mem,
@@ -106,6 +107,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--paper-repeats", type=int, default=1, help="repeats for the paper profile")
     parser.add_argument("--paper-steps", type=int, help="sampling steps for the paper profile (default: 2 on CPU, 50 on GPU)")
+    parser.add_argument("--paper-sample-batch", type=int, help="images per call for the paper profile (default: 1 on "
+                        "CPU, sample.batch_size on GPU)")
+    parser.add_argument("--paper-warmup", type=int, help="untimed runs before timing the paper profile (default: 0 on "
+                        "CPU, 1 on GPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=str(Path(__file__).resolve().parent.parent / "outputs" / "bench" / "deffiller.json"))
@@ -114,8 +119,11 @@ def main() -> None:
     rows = []
     for name in args.profiles:
         paper = name == "paper"
-        steps = (args.paper_steps or (2 if args.device == "cpu" else None)) if paper else None
-        rows.append(bench_profile(name, args.paper_repeats if paper else args.repeats, steps, args.device))
+        cpu = args.device == "cpu"
+        steps = (args.paper_steps or (2 if cpu else None)) if paper else None
+        batch = (args.paper_sample_batch or (1 if cpu else None)) if paper else None
+        warmup = (args.paper_warmup if args.paper_warmup is not None else int(not cpu)) if paper else 1
+        rows.append(bench_profile(name, args.paper_repeats if paper else args.repeats, steps, args.device, batch, warmup))
         print_table([{k: rows[-1][k] for k in ("profile", "train_steps_per_s", "train_peak_mb", "sample_steps",
                                                 "images_per_s", "images_per_s_at_profile_steps", "sample_peak_mb")}],
                     f"DefFiller {name}")
