@@ -14,6 +14,15 @@ from deffiller.reporting import runner
 NOTEBOOKS = runner.discover()
 EXPECTED_OUTPUTS = {  # notebook -> files it must write under figures/<profile>/
     "01_data": ["fig3.png", "fig3.pdf", "dataset_stats.csv", "dataset_stats.md", "splits.csv", "provenance_01_data.json"],
+    "02_mask_ddpm": ["table6.csv", "table6.md", "fig8.png", "fig8.pdf", "mask_quality.csv"],
+    "03_priors": ["priors.csv", "provenance_03_priors.json"],
+    "04_training_strategies": ["table1.csv", "table1.md", "fig4.png", "fig4.pdf"],
+    "05_guidance": ["table2.csv", "table2.md", "fig5.png", "fig5.pdf"],
+    "06_baselines": ["baselines.csv", "provenance_06_baselines.json"],
+    "07_generation_quality": ["table3.csv", "table7.csv", "fig6.png", "fig9.png", "fig10.png", "fig10.pdf"],
+    "08_substitution": ["table4.csv", "table5.csv", "table5.md", "fig7.png", "fig7.pdf"],
+    "09_expansion": ["table8.csv", "table8.md"],
+    "10_report": ["report.md", "report.html"],
 }
 
 
@@ -21,6 +30,7 @@ def test_notebooks_exist_and_are_numbered():
     assert NOTEBOOKS, "no notebooks found"
     numbers = [runner.notebook_number(p) for p in NOTEBOOKS]
     assert numbers == sorted(set(numbers))
+    assert {p.stem for p in NOTEBOOKS} <= set(EXPECTED_OUTPUTS), "declare every notebook's outputs in EXPECTED_OUTPUTS"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -42,7 +52,8 @@ def isolated_tiny(tmp_path, monkeypatch, sd900):
     configs = tmp_path / "configs"
     shutil.copytree(REPO_ROOT / "configs", configs)
     tiny = yaml.safe_load((configs / "tiny.yaml").read_text())
-    tiny["paths"].update(outputs=str(tmp_path / "outputs"), figures=str(tmp_path / "figures"), data_root=str(tmp_path / "data"))
+    tiny["paths"].update(outputs=str(tmp_path / "outputs"), figures=str(tmp_path / "figures"), data_root=str(tmp_path / "data"),
+                         weights=str(tmp_path / "weights"))
     (configs / "tiny.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
     monkeypatch.setenv("DEFFILLER_CONFIGS", str(configs))
     monkeypatch.setenv("DEFFILLER_DATASET", str(sd900))
@@ -53,8 +64,8 @@ def test_whole_chain_under_tiny_then_skips(isolated_tiny):
     results = runner.run_all("tiny")
     failed = [r for r in results if r.status != "ran"]
     assert not failed, runner.summary(results)
-    for notebook, files in EXPECTED_OUTPUTS.items():
-        for name in files:
+    for notebook in (p.stem for p in NOTEBOOKS):
+        for name in EXPECTED_OUTPUTS[notebook]:
             assert (isolated_tiny / "figures" / name).is_file(), f"{notebook} did not write {name}"
     provenance = json.loads((isolated_tiny / "figures" / "provenance_01_data.json").read_text())
     assert provenance["profile"] == "tiny" and provenance["data"]["synthetic"] is False
