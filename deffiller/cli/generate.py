@@ -13,10 +13,17 @@ def register(parser):
     parser.add_argument("--seed", type=int, help="an image depends only on the seed and its mask's name (default: profile seed)")
     parser.add_argument("--scheduler", choices=("pndm", "ddim", "dpm"), help="pndm = PLMS (the paper), ddim, dpm = DPM-Solver++")
     parser.add_argument("--batch-size", type=int, help="masks per batch (default sample.batch_size)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: half the cores; two threads "
+                        "on two busy cores can be many times slower than one)")
     parser.set_defaults(func=_generate)
 
 
 def _generate(args):
+    import os
+
+    import torch
+
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // 2))
     from deffiller.config import load_profile
     from deffiller.pipelines.deffiller import SampleConfig
     from deffiller.pipelines.generate import generate_from_masks

@@ -13,10 +13,17 @@ def register(parser):
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--steps", type=int, help="override train.max_steps")
     parser.add_argument("--seed", type=int, help="override the profile's seed")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: half the cores; two threads "
+                        "on two busy cores can be many times slower than one)")
     parser.set_defaults(func=_train)
 
 
 def _train(args):
+    import os
+
+    import torch
+
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // 2))
     from deffiller.config import load_profile
     from deffiller.training.deffiller import train_deffiller
 
