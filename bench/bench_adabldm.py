@@ -32,9 +32,8 @@ def main() -> None:
     from deffiller.baselines.adabldm.base import BaseModel
     from deffiller.baselines.adabldm.composites import trimap
     from deffiller.baselines.adabldm.config import AdaBLDMConfig
-    from deffiller.baselines.adabldm.fit import controlnet_loss
     from deffiller.baselines.adabldm.sampler import blended_sample, latent_mask
-    from deffiller.baselines.adabldm.train import build_controlnet
+    from deffiller.baselines.adabldm.train import ControlNetTask, build_controlnet
     from deffiller.config import load_profile
 
     profile = load_profile(args.profile)
@@ -50,6 +49,7 @@ def main() -> None:
     controlnet = build_controlnet(base, cfg)
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=cfg.lr)
     text, empty = base.embed(["a steel surface with scratches"]), base.embed([""])
+    task = ControlNetTask(base, controlnet, text, empty)
     mask = np.zeros((size, size), bool)
     mask[size // 4 : size // 2, size // 3 : size // 2] = True
     hint = torch.from_numpy(trimap(mask)).float().div(255)[None, None].expand(-1, 3, -1, -1)
@@ -60,7 +60,7 @@ def main() -> None:
 
     def train_step():
         optimizer.zero_grad()
-        controlnet_loss(base, controlnet, batch, text, empty, base.noise_scheduler()).backward()
+        task(batch, torch.Generator().manual_seed(0)).backward()
         optimizer.step()
 
     def sample():

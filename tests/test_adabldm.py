@@ -168,19 +168,19 @@ def test_missing_base_folder_is_a_clear_error(tmp_path, tiny_sd):
 
 
 def test_training_step_updates_only_the_controlnet(base):
-    from deffiller.baselines.adabldm.fit import controlnet_loss
-    from deffiller.baselines.adabldm.train import build_controlnet
+    from deffiller.baselines.adabldm.train import ControlNetTask, build_controlnet
 
     controlnet = build_controlnet(base, AdaBLDMConfig())
+    task = ControlNetTask(base, controlnet, base.embed(["x"]), base.embed([""]))
     frozen = {name: p.clone() for name, p in [*base.unet.named_parameters(), *base.vae.named_parameters(),
                                               *base.text_encoder.named_parameters()]}
     before = {name: p.clone() for name, p in controlnet.named_parameters()}
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-3, weight_decay=0.0)  # only gradients move weights
     background, mask, _, hint = _inputs(base)
     batch = {"pixel_values": background, "hint": hint}
-    for _ in range(2):  # the zero convolutions only let gradients reach the rest of the ControlNet after one step
+    for step in range(2):  # the zero convolutions only let gradients reach the rest of the ControlNet after one step
         optimizer.zero_grad()
-        controlnet_loss(base, controlnet, batch, base.embed(["x"]), base.embed([""]), base.noise_scheduler()).backward()
+        task(batch, torch.Generator().manual_seed(step)).backward()
         optimizer.step()
     changed = [name for name, p in controlnet.named_parameters() if not torch.equal(p, before[name])]
     assert any("zero_conv" in n or "controlnet_down_blocks" in n for n in changed)
@@ -198,8 +198,9 @@ def test_train_then_generate_pairs_images_with_masks(tmp_path, synth_dataset, ti
     summary = train_adabldm(profile, data=synth_dataset, base=tiny_sd, out_dir=tmp_path / "model",
                             classes=["inclusion", "scratches"], progress=False)
     assert summary["classes"] == ["inclusion", "scratches"] and "backgrounds: inpaint" in summary["lines"][0]
-    log = [json.loads(line) for line in (tmp_path / "model" / "inclusion" / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / "model" / "inclusion" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+    assert not (tmp_path / "model" / "inclusion" / "checkpoints").exists()
 
     masks = tmp_path / "masks"
     masks.mkdir()
@@ -237,38 +238,43 @@ def test_bad_mask_folders_are_clear_errors(tmp_path):
         read_masks(tmp_path / "odd")
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path, base, synth_dataset, monkeypatch):
-    import deffiller.baselines.adabldm.fit as fit
-    from deffiller.baselines.adabldm.train import build_controlnet
+def test_interrupted_class_resumes_to_the_same_weights(tmp_path, synth_dataset, tiny_sd, monkeypatch):
+    from diffusers import ControlNetModel
 
-    cfg = AdaBLDMConfig(batch_size=2, epochs=2, max_steps=None, checkpoint_every=2, lr=1e-3)
-    pairs = [p for p in load_pairs(synth_dataset) if p.label == "inclusion"][:2]
-    dataset = CompositeDataset(pairs, make_backgrounds(pairs, "inpaint", SIZE), n=4, size=SIZE)
-    text, empty = base.embed(["x"]), base.embed([""])
+    from deffiller.baselines.adabldm.train import ControlNetTask, train_adabldm
+    from deffiller.config import load_profile
 
-    def run(folder, resume=False, seed=0):
-        torch.manual_seed(seed)
-        controlnet = build_controlnet(base, cfg)
-        fit.fit_controlnet(base, controlnet, dataset, text, empty, cfg, folder, resume=resume, progress=False)
-        return controlnet
+    profile = load_profile("tiny", {"data.per_class": 2, "adabldm.composites": 4, "adabldm.epochs": 2,
+                                    "adabldm.max_steps": None, "adabldm.lr": 1e-3})  # 4 steps, checkpoints at 2 and 4
 
-    reference = run(tmp_path / "straight")
-    calls, real_loss = [], fit.controlnet_loss
+    def run(out, resume=False):
+        return train_adabldm(profile, data=synth_dataset, base=tiny_sd, out_dir=out, classes=["inclusion"],
+                             resume=resume, progress=False)
 
-    def crash_on_third(*args):
+    run(tmp_path / "straight")
+    calls, forward = [], ControlNetTask.forward
+
+    def crash_on_third(self, batch, generator):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_loss(*args)
+        return forward(self, batch, generator)
 
-    monkeypatch.setattr(fit, "controlnet_loss", crash_on_third)
+    monkeypatch.setattr(ControlNetTask, "forward", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "crashed")
-    monkeypatch.setattr(fit, "controlnet_loss", real_loss)
-    resumed = run(tmp_path / "crashed", resume=True, seed=123)  # weights and RNG state come from the checkpoint
-    steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "train_log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
-    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()))
+    monkeypatch.setattr(ControlNetTask, "forward", forward)
+    with pytest.raises(DefFillerError, match="inclusion exists; pass --resume"):
+        run(tmp_path / "crashed")
+    summary = run(tmp_path / "crashed", resume=True)
+    class_dir = tmp_path / "crashed" / "inclusion"
+    assert summary["runs"]["inclusion"]["steps"] == 4 and not (class_dir / "checkpoints").exists()
+    assert [json.loads(line)["step"] for line in (class_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert json.loads((class_dir / "run_summary.json").read_text())["resumed_from"] == 2
+    reference, resumed = (ControlNetModel.from_pretrained(tmp_path / d / "inclusion" / "controlnet").state_dict()
+                          for d in ("straight", "crashed"))
+    assert reference.keys() == resumed.keys() and all(torch.equal(reference[k], resumed[k]) for k in reference)
+    assert "inclusion: already trained" in run(tmp_path / "crashed")["lines"][1]
 
 
 def test_training_pairs_from_a_manifest_use_its_train_rows(tmp_path, synth_dataset):

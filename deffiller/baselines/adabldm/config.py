@@ -4,9 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from deffiller.training.loop import LoopConfig
+
 
 @dataclass
-class AdaBLDMConfig:
+class AdaBLDMConfig(LoopConfig):
+    """Optimisation settings not listed here (betas, grad_clip, mixed_precision, ...) are the shared loop's."""
+
     SECTION: ClassVar[str] = "adabldm"
 
     base: str | None = None  # SD-format diffusers folder; relative paths resolve against paths.weights
@@ -20,10 +24,11 @@ class AdaBLDMConfig:
     composites: int = 20000  # composites per class (drawn on the fly, the same ones every epoch)
     scale_jitter: float = 0.15  # pasted defects are scaled by 1 +- this
     epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimiser steps (small profiles)
+    max_steps: int | None = None  # None: `epochs` passes over the composites; else at most this many steps
     batch_size: int = 4
     lr: float = 1e-5
     weight_decay: float = 0.01  # torch AdamW default, as the Lightning ControlLDM uses
+    warmup_steps: int = 0  # the code trains at a constant rate from the first step
     cond_embedding_channels: tuple[int, ...] = (16, 32, 96, 256)  # ControlNet hint encoder; trailing ones kept to match the VAE factor
     checkpoint_every: int = 1000
     # sampling: DDIM, then blending by step fraction (code: free 0-25, latent 26-45, pixel >= 45 of 50)

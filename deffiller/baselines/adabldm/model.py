@@ -3,6 +3,7 @@
     <dir>/adabldm.json                   base path, config, sizes, classes done, background method, data
     <dir>/<class>/controlnet/            ControlNetModel.save_pretrained
     <dir>/<class>/backgrounds/*.png      the defect-free backgrounds sampling blends onto
+    <dir>/<class>/metrics.jsonl, run_summary.json, checkpoints/   the shared training loop's (checkpoints until done)
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`train_adabldm`: one ControlNet per defect class on cut-and-paste composites, base SD frozen."""
+"""`train_adabldm`: one ControlNet per defect class on cut-and-paste composites, base SD frozen, on the shared loop."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,18 +6,56 @@ import shutil
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import ControlNetModel
 
 from deffiller.baselines.adabldm.backgrounds import make_backgrounds
 from deffiller.baselines.adabldm.base import BaseModel, check_base, device_of
 from deffiller.baselines.adabldm.composites import CompositeDataset
 from deffiller.baselines.adabldm.config import AdaBLDMConfig
-from deffiller.baselines.adabldm.fit import fit_controlnet, swap_in
 from deffiller.baselines.adabldm.model import MANIFEST, read_manifest, save_backgrounds, write_manifest
 from deffiller.config import Profile
 from deffiller.data.layout import Pair, load_pairs
 from deffiller.data.splits import read_manifest as read_pairs_manifest
 from deffiller.errors import DefFillerError
+from deffiller.training.loop import CHECKPOINTS, DiffusionTask, train
+
+
+class ControlNetTask(DiffusionTask):
+    """The LDM noise-prediction loss with the ControlNet's residuals added to the frozen base UNet; the UNet
+    sees the class prompt and the ControlNet the empty one, as in the code."""
+
+    def __init__(self, base: BaseModel, controlnet: ControlNetModel, prompt_embeds: torch.Tensor,
+                 empty_embeds: torch.Tensor):
+        super().__init__()
+        self.unet, self.vae, self.controlnet, self.scheduler = base.unet, base.vae, controlnet, base.noise_scheduler()
+        self.register_buffer("prompt_embeds", prompt_embeds, persistent=False)
+        self.register_buffer("empty_embeds", empty_embeds, persistent=False)
+
+    def trainable_groups(self):
+        return {"controlnet": list(self.controlnet.parameters())}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.unet.eval()
+        self.vae.eval()
+        return self
+
+    def forward(self, batch, generator):
+        pixels, hint = batch["pixel_values"], batch["hint"]
+        n, device = len(pixels), pixels.device
+        with torch.no_grad():
+            latents = self.vae.encode(pixels).latent_dist.sample(generator) * self.vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(device)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), generator=generator,
+                          device=generator.device).to(device)
+        noisy = self.scheduler.add_noise(latents, noise, t)
+        down, mid = self.controlnet(noisy, t, encoder_hidden_states=self.empty_embeds.expand(n, -1, -1),
+                                    controlnet_cond=hint, return_dict=False)
+        pred = self.unet(noisy, t, encoder_hidden_states=self.prompt_embeds.expand(n, -1, -1),
+                         down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        target = noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(latents, noise, t)
+        return F.mse_loss(pred.float(), target.float())
 
 
 def build_controlnet(base: BaseModel, cfg: AdaBLDMConfig) -> ControlNetModel:
@@ -53,12 +91,18 @@ def resolve_base_path(profile: Profile, cfg: AdaBLDMConfig, base=None) -> Path |
     return path if path.is_absolute() or base is not None else profile.path("weights") / path
 
 
-def _save_controlnet(controlnet: ControlNetModel, folder: Path) -> None:
-    """save_pretrained into a staging folder, then swap it in, so a crash never leaves a half-written model."""
+def training_steps(cfg: AdaBLDMConfig, composites: int) -> int:
+    steps = cfg.epochs * -(-composites // cfg.batch_size)
+    return steps if cfg.max_steps is None else min(cfg.max_steps, steps)
+
+
+def save_controlnet(controlnet: ControlNetModel, folder: Path) -> None:
+    """save_pretrained into a staging folder renamed onto `folder`, so a crash never leaves a half-written model."""
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     controlnet.save_pretrained(staging)
-    swap_in(staging, folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
 
 
 def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, out_dir=None, classes=None,
@@ -102,15 +146,17 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
                                    cfg.scale_jitter)
         torch.manual_seed(profile.seed)
         controlnet = build_controlnet(model, cfg)
-        steps, loss = fit_controlnet(model, controlnet, dataset, model.embed([cfg.prompt.format(label=label)]),
-                                     model.embed([""]), cfg, class_dir, resume, profile.seed, progress)
-        _save_controlnet(controlnet, class_dir / "controlnet")
+        task = ControlNetTask(model, controlnet, model.embed([cfg.prompt.format(label=label)]), model.embed([""]))
+        run = train(task, dataset, dataclasses.replace(cfg, max_steps=training_steps(cfg, len(dataset))), class_dir,
+                    seed=profile.seed, resume=resume, progress=progress,
+                    run_info={"method": "AdaBLDM", "class": label, "base": str(base_path), "data": described})
+        save_controlnet(controlnet, class_dir / "controlnet")
         meta["classes"].append(label)
         meta["runs"][label] = {"pairs": len(class_pairs), "backgrounds": len(backgrounds), "composites": len(dataset),
-                               "steps": steps, "final_loss": loss}
+                               "steps": run["step"], "final_loss": run["final_loss"]}
         write_manifest(out_dir, meta)
-        shutil.rmtree(class_dir / "checkpoint", ignore_errors=True)  # the finished ControlNet supersedes it
+        shutil.rmtree(class_dir / CHECKPOINTS, ignore_errors=True)  # the finished ControlNet supersedes them
         lines.append(f"{label}: {len(class_pairs)} pairs, {len(backgrounds)} {cfg.background} backgrounds, "
-                     f"{steps} steps, last loss {loss:.4f} -> {class_dir / 'controlnet'}")
+                     f"{run['step']} steps, last loss {run['final_loss']:.4f} -> {class_dir / 'controlnet'}")
     write_manifest(out_dir, meta)
     return {"out_dir": out_dir, "lines": lines, **meta}
