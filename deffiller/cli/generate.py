@@ -34,6 +34,6 @@ def _generate(args):
     result = generate_from_masks(
         args.model, args.masks, args.out, guidance=pick(args.guidance, cfg.guidance), steps=pick(args.steps, cfg.steps),
         seed=pick(args.seed, profile.seed), scheduler=pick(args.scheduler, cfg.scheduler), class_name=args.class_name,
-        batch_size=pick(args.batch_size, cfg.batch_size), source_size=profile.data.source_size, device=cfg.device)
+        batch_size=pick(args.batch_size, cfg.batch_size), source_size=profile.data.source_size, device=cfg.device, speed=cfg)
     print(f"{result['generated']} images generated, {result['kept']} kept from before ({result['scheduler']}, "
           f"{result['steps']} steps, guidance {result['guidance']}, seed {result['seed']}) -> {result['out_dir']}")

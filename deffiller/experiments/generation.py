@@ -35,7 +35,7 @@ def generate(profile: Profile, init: str, masks: Path, name: str, guidance: floa
     out = generated(profile, name)
     generate_from_masks(model_run(profile, init), masks, out, guidance=cfg.guidance if guidance is None else guidance,
                         steps=cfg.steps, seed=profile.seed, scheduler=cfg.scheduler, batch_size=cfg.batch_size,
-                        source_size=profile.data.source_size, device=cfg.device, progress=False)
+                        source_size=profile.data.source_size, device=cfg.device, progress=False, speed=cfg)
     return out
 
 

@@ -35,3 +35,17 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch
     ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids
     return text_encoder(ids.to(device))[0]
+
+
+class PromptCache:
+    """Text states of the prompts already seen, for a frozen text encoder: DefFiller only ever encodes the class
+    names and the empty prompt, so after the first batch no step runs the text encoder again."""
+
+    def __init__(self, tokenizer, text_encoder):
+        self.tokenizer, self.text_encoder, self.states = tokenizer, text_encoder, {}
+
+    def __call__(self, prompts: list[str], device) -> torch.Tensor:
+        new = sorted(set(prompts) - set(self.states))
+        if new:
+            self.states.update(zip(new, encode_prompts(self.tokenizer, self.text_encoder, new, device)))
+        return torch.stack([self.states[p] for p in prompts]).to(device)

@@ -31,8 +31,12 @@ class MaskEncoder(nn.Module):
         self.linears = nn.Sequential(nn.Linear(dims[-1], hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                      nn.Linear(hidden, out_dim))
 
-    def forward(self, sem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """sem (B,C,H,W) one-hot, mask (B,) 1 = grounded, 0 = null input -> tokens (B, N, out_dim)."""
+    def forward(self, sem: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """sem (B,C,H,W) one-hot, mask (B,) 1 = grounded, 0 = null input -> tokens (B, N, out_dim); `tokens`
+        encoded before (a sampler reuses them at every step) pass through."""
+        if tokens is not None:
+            return tokens
         sem = F.interpolate(sem, size=(self.resize, self.resize), mode="nearest")
         features = self.backbone.forward_features(self.in_conv(sem))
         objs = features.flatten(2).transpose(1, 2)
@@ -100,16 +104,25 @@ class DefFillerUNet(UNet2DConditionModel):
         config_dict = {k: v for k, v in config_dict.items() if k in own or k.startswith("_")}
         return super().extract_init_dict(config_dict, **kwargs)
 
-    def forward(self, sample, timestep, encoder_hidden_states, sem, grounding_mask=None, return_dict: bool = True):
-        """eps prediction for latents `sample` (B,4,h,w) given text states, the one-hot mask `sem` (B,C,H,W) and
-        `grounding_mask` (B,): 1 = mask tokens, 0 = null tokens (the downsampler always sees the mask)."""
+    def encode_grounding(self, sem: torch.Tensor, grounding_mask: torch.Tensor | None = None,
+                         dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(downsampler features, grounding tokens) of the one-hot mask `sem` (B,C,H,W); `grounding_mask` (B,):
+        1 = mask tokens, 0 = null tokens (the downsampler always sees the mask). They do not depend on the noise
+        level, so a sampler computes them once and passes them to every step as `grounding`."""
         if sem.shape[1] != self.config.mask_channels:
             raise DefFillerError(f"mask has {sem.shape[1]} one-hot channels, the model expects {self.config.mask_channels}")
+        sem = sem.to(dtype or self.dtype)
         if grounding_mask is None:
-            grounding_mask = torch.ones(sample.shape[0], device=sample.device)
-        sample = torch.cat([sample, self.downsampler(sem.to(sample.dtype))], dim=1)
-        gligen = {"sem": sem.to(sample.dtype), "mask": grounding_mask}
-        return super().forward(sample, timestep, encoder_hidden_states, cross_attention_kwargs={"gligen": gligen},
+            grounding_mask = torch.ones(sem.shape[0], device=sem.device)
+        return self.downsampler(sem), self.position_net(sem, grounding_mask)
+
+    def forward(self, sample, timestep, encoder_hidden_states, sem=None, grounding_mask=None, grounding=None,
+                return_dict: bool = True):
+        """eps prediction for latents `sample` (B,4,h,w) given text states and either the one-hot mask `sem` with
+        its `grounding_mask` (see `encode_grounding`) or their `grounding` encoded before."""
+        features, tokens = grounding if grounding is not None else self.encode_grounding(sem, grounding_mask, sample.dtype)
+        sample = torch.cat([sample, features.to(sample.dtype)], dim=1)
+        return super().forward(sample, timestep, encoder_hidden_states, cross_attention_kwargs={"gligen": {"tokens": tokens}},
                                return_dict=return_dict)
 
     def trainable_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -20,7 +20,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from deffiller.data.dataset import center_crop_resize
 from deffiller.data.masks import class_map, one_hot
 from deffiller.errors import DefFillerError
-from deffiller.models.text import encode_prompts
+from deffiller.models.speed import configure_unet, precision
+from deffiller.models.text import PromptCache
 from deffiller.models.unet import DefFillerUNet
 
 SCHEDULERS = ("pndm", "ddim", "dpm")
@@ -33,8 +34,16 @@ class SampleConfig:
     scheduler: str = "pndm"  # pndm = PLMS (the official sampler) | ddim | dpm (DPM-Solver++)
     steps: int = 50
     guidance: float = 3.0
-    batch_size: int = 8  # masks per UNet call (each call evaluates both guidance halves)
+    batch_size: int = 8  # masks per batch
     device: str = "auto"  # auto = cuda if available
+    # speed (deffiller/models/speed.py); the official code: explicit, false, false, no, false
+    attention: str = "sdpa"  # sdpa | explicit
+    batched_cfg: bool = True  # both guidance halves in one UNet call (false: two calls per step)
+    cache_conditioning: bool = True  # class prompts' text states and each batch's grounding encoded once
+    mixed_precision: str = "no"  # no | bf16 | fp16 autocast (CUDA only)
+    tf32: bool = False  # TF32 matmuls (CUDA only)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the UNet (the first batch pays the compilation)
 
 
 def make_scheduler(name: str, config):
@@ -80,6 +89,7 @@ class DefFillerPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         self.register_to_config(classes=list(classes))
+        self.speed = SampleConfig()
 
     @property
     def image_size(self) -> int:
@@ -87,6 +97,30 @@ class DefFillerPipeline(DiffusionPipeline):
 
     def use_scheduler(self, name: str) -> None:
         self.scheduler = make_scheduler(name, self.scheduler.config)
+
+    def use_speed(self, cfg: SampleConfig) -> "DefFillerPipeline":
+        """Apply the speed settings of `cfg` (attention, memory format, compilation) and remember the per-call ones."""
+        configure_unet(self.unet, cfg.attention, cfg.channels_last, cfg.compile)
+        self.speed = cfg
+        return self
+
+    def encode_text(self, prompts: list[str], device) -> torch.Tensor:
+        if not self.speed.cache_conditioning:
+            return PromptCache(self.tokenizer, self.text_encoder)(prompts, device)
+        if getattr(self, "_prompt_cache", None) is None or self._prompt_cache.text_encoder is not self.text_encoder:
+            self._prompt_cache = PromptCache(self.tokenizer, self.text_encoder)
+        return self._prompt_cache(prompts, device)
+
+    def eps(self, latents, t, text, sem, grounded, grounding, guidance_scale: float) -> torch.Tensor:
+        """Guided noise prediction e_u + w (e_c - e_u), with both halves in one UNet call or in two."""
+        latent_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        if self.speed.batched_cfg:
+            eps_u, eps_c = self.unet(latent_in, t, text, sem, grounded, grounding=grounding).sample.float().chunk(2)
+        else:
+            halves = [None, None] if grounding is None else [tuple(g.chunk(2)[i] for g in grounding) for i in (0, 1)]
+            eps_u, eps_c = (self.unet(x, t, c, s, m, grounding=g).sample.float() for x, c, s, m, g in
+                            zip(latent_in.chunk(2), text.chunk(2), sem.chunk(2), grounded.chunk(2), halves))
+        return eps_u + guidance_scale * (eps_c - eps_u)
 
     def conditioning(self, masks, classes) -> torch.Tensor:
         """(B, C, S, S) one-hot of the masks at the model's size; class k of `config.classes` is channel k+1."""
@@ -118,22 +152,24 @@ class DefFillerPipeline(DiffusionPipeline):
         generators = generator if isinstance(generator, list) else [generator] * count
         if len(generators) != count:
             raise DefFillerError(f"{len(generators)} generators for {count} masks; give one per mask")
-        text = encode_prompts(self.tokenizer, self.text_encoder, [""] * count + prompts, device).to(dtype)
-        sem2 = torch.cat([sem, sem])
-        grounded = torch.cat([torch.zeros(count), torch.ones(count)]).to(device, dtype)
-        shape = (1, self.unet.config.latent_channels, self.unet.config.sample_size, self.unet.config.sample_size)
-        latents = torch.cat([torch.randn(shape, generator=g, device=g.device if g is not None else "cpu",
-                                         dtype=torch.float32) for g in generators]).to(device, dtype)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * self.scheduler.init_noise_sigma
-        for t in self.progress_bar(self.scheduler.timesteps):
-            latent_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            eps_u, eps_c = self.unet(latent_in, t, text, sem2, grounded).sample.chunk(2)
-            latents = self.scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, latents).prev_sample
+        with precision(device, self.speed.mixed_precision, self.speed.tf32):
+            text = self.encode_text([""] * count + prompts, device).to(dtype)
+            sem2 = torch.cat([sem, sem])
+            grounded = torch.cat([torch.zeros(count), torch.ones(count)]).to(device, dtype)
+            grounding = self.unet.encode_grounding(sem2, grounded) if self.speed.cache_conditioning else None
+            shape = (1, self.unet.config.latent_channels, self.unet.config.sample_size, self.unet.config.sample_size)
+            latents = torch.cat([torch.randn(shape, generator=g, device=g.device if g is not None else "cpu",
+                                             dtype=torch.float32) for g in generators]).to(device, dtype)
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            latents = latents * self.scheduler.init_noise_sigma
+            for t in self.progress_bar(self.scheduler.timesteps):
+                eps = self.eps(latents, t, text, sem2, grounded, grounding, guidance_scale)
+                latents = self.scheduler.step(eps.to(latents.dtype), t, latents).prev_sample
+            if output_type != "latent":
+                decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
         if output_type == "latent":
             images = latents
         else:
-            decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
             images = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             if output_type == "pil":
                 images = [Image.fromarray(image) for image in images]

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from deffiller.data.layout import CLASS_PREFIXES, class_of
 from deffiller.errors import DefFillerError
-from deffiller.pipelines.deffiller import SCHEDULERS, DefFillerPipeline, mask_at, prepare_mask
-from deffiller.utils.io import list_images, read_image, save_image, write_json
+from deffiller.pipelines.deffiller import SCHEDULERS, DefFillerPipeline, SampleConfig, mask_at, prepare_mask
+from deffiller.utils.io import list_images, read_image, remove_stale_temps, save_image, write_json
 
 IMAGE_DIR, MASK_DIR = "Source Images", "Ground truth"
 SETTINGS_FILE = "generation.json"
@@ -35,13 +35,33 @@ def model_folder(path) -> Path:
                          f"train one with `deffiller train --out {path}`")
 
 
-def load_pipeline(model, device: str = "auto", scheduler: str | None = None) -> DefFillerPipeline:
+def load_pipeline(model, device: str = "auto", scheduler: str | None = None,
+                  speed: SampleConfig | None = None) -> DefFillerPipeline:
+    """The pipeline of `model` on `device`, with `scheduler` and the speed settings of `speed` if given."""
     folder = model_folder(model)
-    pipe = DefFillerPipeline.from_pretrained(folder)
+    try:
+        pipe = DefFillerPipeline.from_pretrained(folder)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DefFillerError(f"{folder}: cannot load the model ({str(exc).strip()}); a file of it is missing, truncated "
+                             f"or corrupt: copy the folder again, or write it anew from the run's last checkpoint by "
+                             f"rerunning its `deffiller train ... --resume`") from exc
     if scheduler is not None:
         pipe.use_scheduler(scheduler)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    pipe = pipe.to("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    return pipe.use_speed(speed) if speed is not None else pipe
+
+
+def read_mask(path) -> np.ndarray:
+    """A mask file -> bool foreground, refusing non-binary masks and non-square ones whose centre crop (the
+    training preprocessing) would cut off part of the defect."""
+    mask = prepare_mask(read_image(path, "L"), str(path))
+    (h, w), side = mask.shape, min(mask.shape)
+    top, left = (h - side) // 2, (w - side) // 2
+    if mask[top : top + side, left : left + side].sum() < mask.sum():
+        raise DefFillerError(f"{path}: mask is {w}x{h}; squaring it by a centre crop would cut off part of the defect: "
+                             f"pad it with black to {max(h, w)}x{max(h, w)} or crop it to a square around the defect")
+    return mask
 
 
 def image_seed(seed: int, name: str) -> int:
@@ -61,9 +81,11 @@ def _settings_check(out_dir: Path, settings: dict) -> None:
 
 def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, steps: int = 50, seed: int = 0,
                         scheduler: str = "pndm", class_name: str | None = None, batch_size: int = 8,
-                        source_size: int = 200, device: str = "auto", progress: bool = True) -> dict:
+                        source_size: int = 200, device: str = "auto", progress: bool = True,
+                        speed: SampleConfig | None = None) -> dict:
     """One image per mask of `masks_dir` (class from the name prefix In_/Pa_/Sc_, or `class_name` for all) into
-    `out_dir`; returns counts and settings. Pairs already in `out_dir` are kept."""
+    `out_dir`; returns counts and settings. Pairs already in `out_dir` are kept. `speed`: the sample section whose
+    speed settings to use (attention, batched CFG, precision, ...; default: SampleConfig's)."""
     if scheduler not in SCHEDULERS:
         raise DefFillerError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULERS}")
     masks_dir, out_dir = Path(masks_dir), Path(out_dir)
@@ -72,7 +94,7 @@ def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, st
     paths = list_images(masks_dir)
     if not paths:
         raise DefFillerError(f"{masks_dir}: no mask images (.png, .bmp, ...) in it")
-    pipe = load_pipeline(model_dir, device, scheduler)
+    pipe = load_pipeline(model_dir, device, scheduler, speed)
     if class_name is not None and class_name not in pipe.config.classes:
         raise DefFillerError(f"--class {class_name!r} unknown; this model knows {pipe.config.classes}")
     prefixes = {p: c for p, c in CLASS_PREFIXES.items() if c in pipe.config.classes}
@@ -80,11 +102,14 @@ def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, st
     settings = {"model": str(model_folder(model_dir).resolve()), "guidance": guidance, "steps": steps, "seed": seed,
                 "scheduler": scheduler, "class": class_name, "source_size": source_size}
     _settings_check(out_dir, settings)
+    for folder in (out_dir, out_dir / IMAGE_DIR, out_dir / MASK_DIR):
+        remove_stale_temps(folder)  # left by a run killed inside a write
     todo = [(path, label) for path, label in jobs if not (out_dir / IMAGE_DIR / f"{path.stem}.bmp").is_file()]
+    prepared = {path: read_mask(path) for path, _ in todo}  # every mask checked before any image is drawn
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        masks = [prepare_mask(read_image(path, "L"), str(path)) for path, _ in chunk]
+        masks = [prepared[path] for path, _ in chunk]
         generators = [torch.Generator("cpu").manual_seed(image_seed(seed, path.stem)) for path, _ in chunk]
         images = pipe(masks, [label for _, label in chunk], generator=generators, num_inference_steps=steps,
                       guidance_scale=guidance).images

@@ -11,12 +11,14 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from deffiller.config import Profile
 from deffiller.data.dataset import MaskImageDataset
 from deffiller.errors import DefFillerError
 from deffiller.models.build import DefFillerParts, build_parts
-from deffiller.models.text import encode_prompts
+from deffiller.models.speed import configure_unet, precision
+from deffiller.models.text import PromptCache, encode_prompts
 from deffiller.pipelines.deffiller import DefFillerPipeline, make_scheduler
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
 
@@ -34,6 +36,13 @@ class TrainConfig(LoopConfig):
     beta_start: float = 0.00085
     beta_end: float = 0.012
     train_timesteps: int = 1000
+    # speed (deffiller/models/speed.py; mixed_precision is the loop's); the official code: explicit, false x5
+    attention: str = "sdpa"  # sdpa | explicit
+    tf32: bool = False  # TF32 matmuls (CUDA only)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the UNet
+    cache_text: bool = True  # encode each class prompt once (the text encoder is frozen)
+    cache_latents: bool = False  # keep each image's VAE posterior (as drawn and flipped) for the later epochs
 
 
 def noise_scheduler(cfg: TrainConfig) -> DDPMScheduler:
@@ -53,6 +62,9 @@ class DefFillerTask(DiffusionTask):
                 p.requires_grad_(True)
         if cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
+        configure_unet(self.unet, cfg.attention, cfg.channels_last, cfg.compile)
+        self.prompts = PromptCache(self.tokenizer, self.text_encoder) if cfg.cache_text else None
+        self.posteriors: dict[tuple[str, bool], torch.Tensor] = {}  # (name, flipped) -> VAE mean and log-variance
 
     def trainable_groups(self):
         return self.unet.trainable_groups()
@@ -63,15 +75,33 @@ class DefFillerTask(DiffusionTask):
         self.text_encoder.eval()
         return self
 
+    def posterior(self, images, names, flips) -> DiagonalGaussianDistribution:
+        """The VAE posterior of `images`; with `cache_latents`, encoded only the first time an image (by name and
+        flip) is seen: a drawn latent is then the same as without the cache (same posterior, same noise)."""
+        if not self.cfg.cache_latents:
+            return self.vae.encode(images).latent_dist
+        if names is None:
+            raise DefFillerError("train.cache_latents needs each batch's image names (the dataset's 'name' field)")
+        keys = [(name, bool(flipped)) for name, flipped in zip(names, flips)]
+        new = [i for i, key in enumerate(keys) if key not in self.posteriors]
+        if new:
+            params = self.vae.encode(images[new]).latent_dist.parameters
+            self.posteriors.update((keys[i], p) for i, p in zip(new, params))
+        return DiagonalGaussianDistribution(torch.stack([self.posteriors[key] for key in keys]))
+
     def forward(self, batch, generator):
         images, sem = batch["pixel_values"], batch["sem"]
         count, device = images.shape[0], images.device
+        flip = torch.zeros(count, dtype=torch.bool, device=device)
         if self.cfg.hflip:
-            flip = (torch.rand(count, generator=generator, device=generator.device) < 0.5).to(device).view(-1, 1, 1, 1)
-            images, sem = torch.where(flip, images.flip(-1), images), torch.where(flip, sem.flip(-1), sem)
+            flip = (torch.rand(count, generator=generator, device=generator.device) < 0.5).to(device)
+            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+            sem = torch.where(flip.view(-1, 1, 1, 1), sem.flip(-1), sem)
         with torch.no_grad():
-            latents = self.vae.encode(images).latent_dist.sample(generator=generator) * self.vae.config.scaling_factor
-            text = encode_prompts(self.tokenizer, self.text_encoder, batch["prompt"], device)
+            posterior = self.posterior(images, batch.get("name"), flip.tolist())
+            latents = posterior.sample(generator=generator) * self.vae.config.scaling_factor
+            text = (self.prompts(batch["prompt"], device) if self.prompts is not None
+                    else encode_prompts(self.tokenizer, self.text_encoder, batch["prompt"], device))
         noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(device)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (count,), generator=generator,
                           device=generator.device).to(device)
@@ -125,8 +155,10 @@ def train_deffiller(profile: Profile, init: str, out, data=None, train_manifest=
         raise DefFillerError(f"{described}: {len(dataset)} training pairs, fewer than train.batch_size={cfg.batch_size}")
     parts = build_parts(profile, init, pairs, progress)
     torch.manual_seed(profile.seed)
-    summary = train(DefFillerTask(parts, cfg), dataset, cfg, out, seed=profile.seed, resume=resume, progress=progress,
-                    run_info={"profile": profile.name, "init": init, "data": described, "pairs": len(pairs),
-                              "provenance": parts.provenance})
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu"
+    with precision(device, "no", cfg.tf32):  # mixed precision is the loop's (accelerate)
+        summary = train(DefFillerTask(parts, cfg), dataset, cfg, out, seed=profile.seed, resume=resume,
+                        progress=progress, run_info={"profile": profile.name, "init": init, "data": described,
+                                                     "pairs": len(pairs), "provenance": parts.provenance})
     summary["model"] = str(save_pipeline(parts, cfg, classes, out / MODEL_DIR))
     return summary

@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import re
 import shutil
 import subprocess
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +55,7 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import write_json, write_text
+from deffiller.utils.io import remove_stale_temps, write_json, write_text
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -76,7 +78,7 @@ class LoopConfig:
     checkpoint_every: int = 5_000
     keep_checkpoints: int = 1
     log_every: int = 1
-    num_workers: int = 0
+    num_workers: int = 0  # -1 = sized to the machine (see `loader_workers`)
     device: str = "auto"  # auto (accelerate's choice) | cpu
 
 
@@ -127,6 +129,15 @@ class StepBatches(torch.utils.data.Sampler):
                 batch += order[offset : offset + take]
                 offset += take
             yield batch[self.process * self.batch_size : (self.process + 1) * self.batch_size]
+
+
+def loader_workers(requested: int) -> int:
+    """`requested` data loader workers, or for -1 one per spare core (one core stays with the training process),
+    at most 8: the items are two small image files each, so more workers only add start-up time."""
+    if requested >= 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(8, max(0, cores - 1))
 
 
 def parameter_counts(task: DiffusionTask) -> dict:
@@ -194,12 +205,12 @@ def _register_trainable_only_checkpoints(accelerator: Accelerator, task: Diffusi
     def load_hook(models, input_dir):
         model = accelerator.unwrap_model(models.pop(0))
         state = load_file(str(Path(input_dir) / TRAINABLE_FILE))
-        expected = {n for n, p in model.named_parameters() if p.requires_grad}
-        if set(state) != expected:
-            raise DefFillerError(f"{input_dir}: checkpoint does not match this model's trainable parameters "
-                                 f"(missing {sorted(expected - set(state))[:5]}, extra {sorted(set(state) - expected)[:5]}); "
-                                 f"was it written by another configuration?")
-        params = dict(model.named_parameters())
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if set(state) != set(params):
+            _foreign(input_dir, f"missing {sorted(set(params) - set(state))[:5]}, extra {sorted(set(state) - set(params))[:5]}")
+        shapes = [f"{n} {tuple(state[n].shape)} here {tuple(p.shape)}" for n, p in params.items() if state[n].shape != p.shape]
+        if shapes:
+            _foreign(input_dir, f"{len(shapes)} shapes differ, e.g. {shapes[0]}")
         with torch.no_grad():
             for name, value in state.items():
                 params[name].copy_(value)
@@ -208,13 +219,66 @@ def _register_trainable_only_checkpoints(accelerator: Accelerator, task: Diffusi
     accelerator.register_load_state_pre_hook(load_hook)
 
 
+def _foreign(checkpoint, difference: str):
+    raise DefFillerError(f"{checkpoint}: this checkpoint was written by another configuration ({difference}); resume "
+                         f"with the profile and settings the run was started with, or choose another output folder")
+
+
+def _damaged_file(checkpoint: Path) -> Path | None:
+    """The first file of a checkpoint folder that is truncated or corrupt (torch.save files are zip archives)."""
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".safetensors" and path.stat().st_size != _safetensors_size(path):
+                return path
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".bin", ".pkl", ".pt") and zipfile.ZipFile(path).testzip() is not None:
+                return path
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return path
+    return None
+
+
+def _safetensors_size(path: Path) -> int:
+    with open(path, "rb") as f:
+        header = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(header))
+    return 8 + header + max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"), default=0)
+
+
+def _load_checkpoint(accelerator: Accelerator, checkpoints: list[Path]) -> int:
+    """Load the newest checkpoint; a damaged one is an error naming its file (never silently skipped: the user
+    decides whether to fall back to an older checkpoint by deleting it)."""
+    newest = checkpoints[-1]
+    fallback = (f"delete {newest} to resume from {checkpoints[-2].name}" if len(checkpoints) > 1 else
+                f"delete {newest} and rerun with --resume to start over (it was the only checkpoint)")
+    damaged = _damaged_file(newest)
+    if damaged is not None:
+        raise DefFillerError(f"{damaged}: checkpoint file is truncated or corrupt (was it copied or modified after the "
+                             f"run? checkpoints are written atomically); {fallback}")
+    try:
+        accelerator.load_state(str(newest))
+        return int(json.loads((newest / "loop_state.json").read_text())["step"])
+    except DefFillerError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DefFillerError(f"{newest}: cannot resume from this checkpoint ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); it was written by another configuration "
+                             f"or is damaged: resume with the run's original settings, or {fallback}") from exc
+
+
 def _truncate_metrics(path: Path, last_step: int) -> float | None:
     """Drop log lines past the resumed checkpoint (written by the interrupted run after its last checkpoint);
     returns the last kept loss."""
     if not path.is_file():
         return None
-    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [record for record in kept if record["step"] <= last_step]
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            kept.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the torn last line of a killed run (or a blank one)
+    kept = [record for record in kept if isinstance(record, dict) and record.get("step", last_step + 1) <= last_step]
     write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
     return kept[-1]["loss"] if kept else None
 
@@ -247,10 +311,10 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
 
     start, last_loss = 0, None
     if existing:
-        accelerator.load_state(str(existing[-1]))
-        start = int(json.loads((existing[-1] / "loop_state.json").read_text())["step"])
+        start = _load_checkpoint(accelerator, existing)
     if accelerator.is_main_process:
         shutil.rmtree(out_dir / CHECKPOINTS / ".partial", ignore_errors=True)
+        remove_stale_temps(out_dir)
         last_loss = _truncate_metrics(out_dir / METRICS, start)
     summary = {"status": "running", "step": start, "max_steps": config.max_steps, "seed": seed,
                "config": dataclasses.asdict(config), "parameters": counts, "versions": versions(),
@@ -259,8 +323,9 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
 
     batches = StepBatches(len(dataset), config.batch_size, seed, start, accelerator.process_index,
                           accelerator.num_processes)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=config.num_workers,
-                                         collate_fn=collate_fn)
+    workers = loader_workers(config.num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn,
+                                         pin_memory=accelerator.device.type == "cuda", prefetch_factor=4 if workers else None)
     bar = tqdm(total=config.max_steps, initial=start, desc="train", disable=not (progress and accelerator.is_main_process))
     task.train()
     loader_iter, step, tic = iter(loader), start, time.perf_counter()
