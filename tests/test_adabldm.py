@@ -159,8 +159,6 @@ def test_blending_and_adaptation_restore_the_background(base):
 def test_missing_base_folder_is_a_clear_error(tmp_path, tiny_sd):
     with pytest.raises(DefFillerError, match="base model folder not found"):
         check_base(tmp_path / "nowhere")
-    with pytest.raises(DefFillerError, match="adabldm.base"):
-        check_base(None)
     partial = tmp_path / "partial"
     (partial / "unet").mkdir(parents=True)
     with pytest.raises(DefFillerError, match=r"missing \['vae', 'text_encoder', 'tokenizer', 'scheduler'\]"):
@@ -208,20 +206,56 @@ def test_train_then_generate_pairs_images_with_masks(tmp_path, synth_dataset, ti
         mask = np.zeros((200, 200), np.uint8)
         mask[60:120, 90:110] = 255
         save_image(masks / f"{name}.png", mask)
-    out = generate_adabldm(tmp_path / "model", masks, tmp_path / "gen", seed=1, progress=False)
+    out = generate_adabldm(tmp_path / "model", masks, tmp_path / "gen", seed=1, progress=False)["out_dir"]
     for name in ("In_3", "Sc_7"):
         image, gt = read_image(out / "Source Images" / f"{name}.bmp"), read_image(out / "Ground truth" / f"{name}.png")
         assert image.shape == gt.shape == (200, 200)
         assert np.array_equal(gt > 127, read_image(masks / f"{name}.png") > 127)
     first = read_image(out / "Source Images" / "In_3.bmp")
     (out / "Source Images" / "Sc_7.bmp").unlink()  # resume: only the missing image is made again, identically
-    generate_adabldm(tmp_path / "model", masks, out, seed=1, progress=False)
+    assert generate_adabldm(tmp_path / "model", masks, out, seed=1, progress=False)["generated"] == 1
     assert np.array_equal(read_image(out / "Source Images" / "In_3.bmp"), first)
     assert (out / "Source Images" / "Sc_7.bmp").is_file()
 
     save_image(masks / "Pa_1.png", np.zeros((200, 200), np.uint8))
     with pytest.raises(DefFillerError, match=r"no AdaBLDM model for class\(es\) \['patches'\]"):
         generate_adabldm(tmp_path / "model", masks, out, progress=False)
+
+
+def test_cli_without_base_trains_and_generates_on_a_random_base(tmp_path, monkeypatch, synth_dataset, capsys):
+    """`--profile tiny` as on a clean clone, where adabldm.base is null: a random base is built once in the model folder."""
+    import yaml
+
+    from deffiller.cli import main
+    from deffiller.config import configs_dir
+
+    tiny = yaml.safe_load((configs_dir() / "tiny.yaml").read_text())
+    assert tiny["adabldm"]["base"] is None
+    tiny["paths"].update(outputs=str(tmp_path / "outputs"), weights=str(tmp_path / "weights"))
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    monkeypatch.setenv("DEFFILLER_CONFIGS", str(tmp_path / "configs"))
+    model, masks = tmp_path / "model", tmp_path / "masks"
+    train = ["baseline", "adabldm", "train", "--profile", "tiny", "--data", str(synth_dataset), "--class", "scratches",
+             "--out", str(model)]
+    assert main(train) == 0
+    assert f"RANDOM BASE: adabldm.base is null and no --base was given, so {model / 'random_base'}" in capsys.readouterr().out
+    weights = model / "random_base" / "unet" / "diffusion_pytorch_model.safetensors"
+    built = weights.stat().st_mtime_ns
+    assert main(train) == 0 and "scratches: already trained" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == built  # built once, reused
+
+    masks.mkdir()
+    for name in ("Sc_1", "Sc_2"):
+        save_image(masks / f"{name}.png", read_image(synth_dataset / "Ground truth" / f"{name}.png"))
+    assert main(["baseline", "adabldm", "generate", "--model", str(model), "--masks", str(masks), "--out",
+                 str(tmp_path / "gen")]) == 0
+    out = capsys.readouterr().out
+    assert "2 images generated, 0 kept from before" in out and "(the random base made at training)" in out
+    for name in ("Sc_1", "Sc_2"):
+        image, gt = read_image(tmp_path / "gen" / "Source Images" / f"{name}.bmp"), read_image(tmp_path / "gen" / "Ground truth" / f"{name}.png")
+        assert image.shape == gt.shape == (200, 200) and image.std() > 0
+        assert np.array_equal(gt > 127, read_image(masks / f"{name}.png") > 127)
 
 
 def test_bad_mask_folders_are_clear_errors(tmp_path):

@@ -1,4 +1,5 @@
-"""The frozen base model: a Stable-Diffusion-format diffusers folder (real SD-1.4/1.5 or a miniature stand-in)."""
+"""The frozen base model: a Stable-Diffusion-format diffusers folder (real SD-1.4/1.5, a miniature stand-in, or, with
+no base given, a random one built from the profile's dimensions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,11 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from deffiller.config import Profile
 from deffiller.errors import DefFillerError
+from deffiller.models.build import build_parts, vae_factor
+from deffiller.models.config import ModelConfig
+from deffiller.models.convert import save_sd_folder, sd_unet_like
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 GET_IT = (
@@ -16,16 +21,24 @@ GET_IT = (
     "e.g. `huggingface-cli download CompVis/stable-diffusion-v1-4 --local-dir weights/stable-diffusion-v1-4` on a "
     "machine with internet), or pass --base pointing at one"
 )
+RANDOM_BASE = "random_base"  # where a model folder keeps the random base it was trained on
 
 
 def device_of(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
+def random_base(profile: Profile, pairs, folder) -> Path:
+    """An SD folder with what `deffiller train --init scratch` starts from (the small VAE trained on `pairs`, a random
+    text encoder; `vae` and `model` sections) and a random plain SD UNet of the `model` section's dimensions."""
+    parts = build_parts(profile, "scratch", pairs, progress=False)
+    unet = sd_unet_like(profile.section(ModelConfig), profile.data.image_size, vae_factor(parts.vae),
+                        parts.vae.config.latent_channels)
+    return save_sd_folder(unet, parts.vae, parts.text_encoder, parts.tokenizer, folder)
+
+
 def check_base(path) -> Path:
     """The base folder, or a DefFillerError naming what is missing and where it should be."""
-    if path is None:
-        raise DefFillerError(f"no base model given: set adabldm.base in the profile or pass --base; {GET_IT}")
     path = Path(path)
     if not path.is_dir():
         raise DefFillerError(f"{path}: base model folder not found; {GET_IT}")

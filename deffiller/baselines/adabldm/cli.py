@@ -12,7 +12,8 @@ def register(subparsers):
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data", help="dataset folder; all its pairs are used (default: the profile's dataset)")
     data.add_argument("--train-manifest", help="manifest CSV; its train rows are used")
-    p.add_argument("--base", help="Stable-Diffusion-format diffusers folder (default: adabldm.base of the profile)")
+    p.add_argument("--base", help="Stable-Diffusion-format diffusers folder (default: adabldm.base of the "
+                   "profile; where that is null, as in tiny and smoke, a random base built once into the model folder)")
     p.add_argument("--out", help="model folder (default <outputs>/adabldm)")
     p.add_argument("--class", dest="classes", action="append", metavar="CLASS",
                    help="train only this class (repeatable; default every class in the data)")
@@ -41,5 +42,6 @@ def _train(args):
 def _generate(args):
     from deffiller.baselines.adabldm.generate import generate_adabldm
 
-    out = generate_adabldm(args.model, args.masks, args.out, seed=args.seed, base=args.base)
-    print(f"AdaBLDM images and masks in {out}")
+    summary = generate_adabldm(args.model, args.masks, args.out, seed=args.seed, base=args.base)
+    for line in summary["lines"]:
+        print(line)

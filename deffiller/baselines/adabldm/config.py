@@ -13,7 +13,9 @@ class AdaBLDMConfig(LoopConfig):
 
     SECTION: ClassVar[str] = "adabldm"
 
-    base: str | None = None  # SD-format diffusers folder; relative paths resolve against paths.weights
+    # SD-format diffusers folder, relative to paths.weights unless absolute; null: a random base (UNet, text encoder)
+    # with the profile's `model` dimensions and the `vae` section's small VAE, built once into the model folder
+    base: str | None = None
     prompt: str = "a steel surface with {label}"  # the code's "a {obj} with a {cate}"; same prompt to train and sample
     # defect-free backgrounds (SD-Saliency-900 has none)
     background: str = "inpaint"  # inpaint (cv2 Telea on the dilated mask) | clean_crops (largest defect-free square)

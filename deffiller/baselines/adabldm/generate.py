@@ -58,13 +58,13 @@ def _image_for(model: AdaBLDM, label: str, mask: np.ndarray, seed: int, name: st
 
 
 def generate_adabldm(model_dir, masks_dir, out_dir, seed: int = 0, overrides: dict | None = None, base=None,
-                     progress: bool = True) -> Path:
+                     progress: bool = True) -> dict:
     """Generate one image per mask of `masks_dir` into `out_dir/Source Images/<name>.bmp` + `Ground truth/<name>.png`.
 
     Outputs are `source_size` square (200 for SD-Saliency-900); masks whose image and mask already exist are
     skipped, so an interrupted run continues where it stopped. Each image depends only on (seed, mask name).
     `overrides` replace sampling settings of the model's `adabldm` config, e.g. {"adapt_steps": 0}; `base`
-    replaces the base folder recorded at training.
+    replaces the base folder recorded at training. Returns a summary ("out_dir", "generated", "kept", "lines").
     """
     masks = read_masks(masks_dir)
     model = AdaBLDM.load(model_dir, base)
@@ -80,4 +80,7 @@ def generate_adabldm(model_dir, masks_dir, out_dir, seed: int = 0, overrides: di
         image = cv2.resize(_image_for(model, label, mask, seed, name), (side, side), interpolation=cv2.INTER_CUBIC)
         save_image(out_dir / IMAGE_DIRS[0] / f"{name}.bmp", image)
         save_image(out_dir / MASK_DIRS[0] / f"{name}.png", resize_mask(mask, side).astype(np.uint8) * 255)
-    return out_dir
+    random = " (the random base made at training)" if base is None and model.meta.get("random_base") else ""
+    lines = [f"{len(todo)} images generated, {len(masks) - len(todo)} kept from before; base {model.base.path}{random}",
+             f"AdaBLDM images and masks in {out_dir}"]
+    return {"out_dir": out_dir, "generated": len(todo), "kept": len(masks) - len(todo), "lines": lines}

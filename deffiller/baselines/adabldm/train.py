@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel
 
 from deffiller.baselines.adabldm.backgrounds import make_backgrounds
-from deffiller.baselines.adabldm.base import BaseModel, check_base, device_of
+from deffiller.baselines.adabldm.base import RANDOM_BASE, BaseModel, check_base, device_of, random_base
 from deffiller.baselines.adabldm.composites import CompositeDataset
 from deffiller.baselines.adabldm.config import AdaBLDMConfig
 from deffiller.baselines.adabldm.model import MANIFEST, read_manifest, save_backgrounds, write_manifest
@@ -113,24 +113,34 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
     with `resume`, and is an error without it (nothing is overwritten).
     """
     cfg = profile.section(AdaBLDMConfig)
-    base_path = check_base(resolve_base_path(profile, cfg, base))
+    given = resolve_base_path(profile, cfg, base)
+    if given is not None:
+        check_base(given)
     pairs, described = training_pairs(profile, data, train_manifest)
     found = sorted({p.label for p in pairs})
     unknown = sorted(set(classes or ()) - set(found))
     if unknown:
         raise DefFillerError(f"class(es) {unknown} not in the training data ({described}); it has {found}")
     out_dir = Path(out_dir or profile.path("outputs") / "adabldm")
+    base_path = given or out_dir / RANDOM_BASE
     meta = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {"classes": []}
     recorded = (meta.get("base", str(base_path.resolve())), meta.get("image_size", profile.data.image_size))
     if recorded != (str(base_path.resolve()), profile.data.image_size):
         raise DefFillerError(f"{out_dir} holds classes trained on base {recorded[0]} at {recorded[1]} px, not "
                              f"{base_path} at {profile.data.image_size} px; choose another --out")
-    meta.update(base=str(base_path.resolve()), config=dataclasses.asdict(cfg), image_size=profile.data.image_size,
-                source_size=profile.data.source_size, background=cfg.background, data=described,
-                profile=profile.name, seed=profile.seed)
+    lines = [f"AdaBLDM on {described}; base {base_path}; backgrounds: {cfg.background}"]
+    if given is None:
+        if not base_path.is_dir():
+            random_base(profile, pairs, base_path)
+        lines.append(f"RANDOM BASE: adabldm.base is null and no --base was given, so {base_path} holds an untrained "
+                     "SD-format base of the profile's `model` dimensions (only its VAE learned the training images, as "
+                     "`deffiller train --init scratch`); the images show the method's mechanics, not its quality. "
+                     "Pass --base with a Stable Diffusion folder for the real method.")
+    meta.update(base=str(base_path.resolve()), random_base=given is None, config=dataclasses.asdict(cfg),
+                image_size=profile.data.image_size, source_size=profile.data.source_size, background=cfg.background,
+                data=described, profile=profile.name, seed=profile.seed)
     meta.setdefault("runs", {})
     model = BaseModel.load(base_path, device_of(cfg.device))
-    lines = [f"AdaBLDM on {described}; base {base_path}; backgrounds: {cfg.background}"]
     for label in classes or found:
         class_dir = out_dir / label
         if label in meta["classes"]:
