@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,13 +17,26 @@ from deffiller.errors import DefFillerError
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
+TEMP_NAME = re.compile(r"\..+\.[^.]+\.tmp(\.[^.]*)?")  # .<name>.<random>.tmp<suffix>, as atomic_path names them
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
+
+    A process killed inside the block leaves the temporary file behind (never `path` half-written);
+    `remove_stale_temps` clears such leftovers when the job is rerun."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private to their writer
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -93,6 +107,19 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def list_images(folder) -> list[Path]:
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete the temporary files that writers killed inside `atomic_path` left in `folder` (not recursive);
+    returns them. Call it only while no other process writes into `folder`."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    stale = sorted(p for p in folder.iterdir() if p.is_file() and TEMP_NAME.fullmatch(p.name)) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def list_images(folder) -> list[Path]:
+    """Image files of `folder`, sorted; hidden files (temporaries of atomic writes, `._*` of macOS) are skipped."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+

@@ -1,0 +1,169 @@
+"""Fault suite (issue 11): long jobs killed with SIGKILL from a subprocess and rerun, and hostile inputs to the
+checkpoint and model loaders and to `deffiller generate`. Each error must name the file, say what to do, and come
+through the CLI as exit status 2 without a traceback."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from deffiller.cli import main
+from deffiller.training.loop import checkpoint_dirs
+from deffiller.utils.io import TEMP_NAME, read_image, save_image, sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STEPS = 8
+UNET_FILE = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from deffiller.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("faults_data") / "SD-saliency-900", per_class=2, seed=0)
+
+
+def _profile(folder: Path, **changes) -> Path:
+    """The tiny profile as a YAML file: outputs (the VAE cache) under `folder`, a checkpoint every step."""
+    from deffiller.config import configs_dir
+
+    raw = yaml.safe_load((configs_dir() / "tiny.yaml").read_text())
+    raw["paths"]["outputs"] = str(folder / "outputs")
+    raw["vae"]["max_steps"] = 2
+    raw["train"].update(max_steps=STEPS, checkpoint_every=1, keep_checkpoints=2)
+    raw["sample"]["steps"] = 2
+    for key, value in changes.items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    path = folder / f"profile-{len(list(folder.glob('profile-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def profile(workdir):
+    return _profile(workdir)
+
+
+def _train_args(profile, out, data, *extra):
+    return ["train", "--profile", str(profile), "--init", "scratch", "--out", str(out), "--data", str(data),
+            "--threads", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(workdir, profile, data):
+    """An uninterrupted run (in this process; the one under test runs in a subprocess)."""
+    assert main(_train_args(profile, workdir / "reference", data)) == 0
+    return workdir / "reference"
+
+
+def _start(args, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    with open(log, "wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", "deffiller", *args], cwd=REPO_ROOT, env=env, stdout=fh,
+                                stderr=subprocess.STDOUT)
+
+
+def _kill_when(proc: subprocess.Popen, ready, log: Path, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended (status {proc.returncode}) before it could be killed:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the job did not get far enough in {timeout} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Half-written things: temporaries of atomic writes and partial folders."""
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if TEMP_NAME.fullmatch(p.name) or "partial" in p.name]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(reference, profile, data, workdir):
+    out, log = workdir / "killed", workdir / "killed.log"
+    proc = _start(_train_args(profile, out, data), log)
+    _kill_when(proc, lambda: any(int(c.name.split("-")[1]) >= 3 for c in checkpoint_dirs(out)), log)
+    done = checkpoint_dirs(out)
+    first = load_file(done[0] / "trainable.safetensors")
+    assert not (out / "model").exists() and int(done[-1].name.split("-")[1]) < STEPS  # killed mid-run
+    for checkpoint in done:  # whatever the moment of the kill, the checkpoints it left are complete
+        assert {"trainable.safetensors", "optimizer.bin", "loop_state.json"} <= {p.name for p in checkpoint.iterdir()}
+    # what a kill inside a write leaves behind: a torn log line, a half checkpoint, an atomic write's temporary
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 99, "lo')
+    (out / "checkpoints" / ".partial").mkdir(exist_ok=True)
+    (out / "checkpoints" / ".partial" / "optimizer.bin").write_bytes(b"half")
+    (out / ".run_summary.json.k1l2m3.tmp.json").write_text('{"status": "runn')
+
+    assert main(_train_args(profile, out, data, "--resume")) == 0
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["status"] == "done" and summary["resumed_from"] == int(done[-1].name.split("-")[1])
+    assert _leftovers(out) == []
+    assert _losses(out) == _losses(reference)
+    for name in (f"checkpoints/step-{STEPS}/trainable.safetensors", str(UNET_FILE)):
+        a, b = load_file(reference / name), load_file(out / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    final = load_file(out / f"checkpoints/step-{STEPS}/trainable.safetensors")
+    assert not all(torch.equal(first[k], final[k]) for k in first)  # the kill came before the weights were final
+
+
+def _masks(folder: Path, count: int) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        mask = np.zeros((200, 200), np.uint8)
+        y, x = rng.integers(10, 140, 2)
+        mask[y : y + 50, x : x + 30] = 255
+        save_image(folder / f"{('In', 'Pa', 'Sc')[i % 3]}_{i + 1}.png", mask)
+    return folder
+
+
+def _generate_args(model, masks, out, profile, *extra):
+    return ["generate", "--model", str(model), "--masks", str(masks), "--out", str(out), "--profile", str(profile),
+            "--steps", "2", "--batch-size", "1", "--threads", "1", *extra]
+
+
+def test_sigkill_mid_generation_then_rerun_finishes_without_redoing_or_losing_images(reference, profile, workdir,
+                                                                                     capsys):
+    masks, out, log = _masks(workdir / "gen_masks", 24), workdir / "gen", workdir / "gen.log"
+    images = out / "Source Images"
+    # one mask per batch: an image is then bit-exact whatever the batches of the interrupted and resumed runs
+    proc = _start(_generate_args(reference, masks, out, profile), log)
+    _kill_when(proc, lambda: images.is_dir() and len(list(images.glob("*.bmp"))) >= 3, log)
+    before = {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in images.glob("*.bmp")}
+    assert 3 <= len(before) < 24
+    (images / ".Sc_24.bmp.a1b2c3.tmp.bmp").write_bytes(b"BM half")  # a kill inside a write leaves this
+    capsys.readouterr()
+
+    assert main(_generate_args(reference, masks, out, profile)) == 0
+    assert f"{24 - len(before)} images generated, {len(before)} kept" in capsys.readouterr().out
+    names = sorted(p.stem for p in masks.iterdir())
+    assert sorted(p.name for p in images.iterdir()) == [f"{n}.bmp" for n in names]
+    assert sorted(p.name for p in (out / "Ground truth").iterdir()) == [f"{n}.png" for n in names]
+    assert {n: (sha256_file(images / n), (images / n).stat().st_mtime_ns) for n in before} == before
+    uninterrupted = workdir / "gen_whole"
+    assert main(_generate_args(reference, masks, uninterrupted, profile)) == 0
+    for name in names:
+        assert np.array_equal(read_image(images / f"{name}.bmp"), read_image(uninterrupted / "Source Images" / f"{name}.bmp"))
