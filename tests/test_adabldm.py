@@ -312,14 +312,17 @@ def test_interrupted_class_resumes_to_the_same_weights(tmp_path, synth_dataset, 
 
 
 def test_training_pairs_from_a_manifest_use_its_train_rows(tmp_path, synth_dataset):
-    from deffiller.baselines.adabldm.train import training_pairs
+    from deffiller.baselines.common import training_set
     from deffiller.config import load_profile
     from deffiller.data.splits import substitution_split, write_manifest
 
     split = substitution_split(load_pairs(synth_dataset), seed=0)
     write_manifest(tmp_path / "split.csv", split)
-    pairs, described = training_pairs(load_profile("tiny"), train_manifest=tmp_path / "split.csv")
+    pairs, described, classes = training_set(load_profile("tiny"), train_manifest=tmp_path / "split.csv")
     assert sorted(p.name for p in pairs) == sorted(p.name for p in split["train"]) and "train" in described
+    assert classes == ["inclusion", "patches", "scratches"]
+    with pytest.raises(DefFillerError, match=r"class\(es\) \['rust'\] not in the training data"):
+        training_set(load_profile("tiny"), train_manifest=tmp_path / "split.csv", classes=["rust"])
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys, synth_dataset):

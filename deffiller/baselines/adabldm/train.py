@@ -14,9 +14,8 @@ from deffiller.baselines.adabldm.base import RANDOM_BASE, BaseModel, check_base,
 from deffiller.baselines.adabldm.composites import CompositeDataset
 from deffiller.baselines.adabldm.config import AdaBLDMConfig
 from deffiller.baselines.adabldm.model import MANIFEST, read_manifest, save_backgrounds, write_manifest
+from deffiller.baselines.common import training_set
 from deffiller.config import Profile
-from deffiller.data.layout import Pair, load_pairs
-from deffiller.data.splits import read_manifest as read_pairs_manifest
 from deffiller.errors import DefFillerError
 from deffiller.training.loop import CHECKPOINTS, DiffusionTask, train
 
@@ -68,21 +67,6 @@ def build_controlnet(base: BaseModel, cfg: AdaBLDMConfig) -> ControlNetModel:
     return ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=channels[-downsamples - 1:])
 
 
-def training_pairs(profile: Profile, data=None, train_manifest=None) -> tuple[list[Pair], str]:
-    """(pairs, description): all pairs of `data`, the train rows of `train_manifest`, else the profile's dataset."""
-    if train_manifest is not None:
-        return read_pairs_manifest(train_manifest, split="train"), f"manifest {train_manifest} (train)"
-    if data is None:
-        from deffiller.data.source import resolve_dataset
-
-        source = resolve_dataset(profile)
-        data = source.root
-        described = f"{data}" + (f" [{source.banner}]" if source.synthetic else "")
-    else:
-        described = str(data)
-    return load_pairs(data, per_class=profile.data.per_class), described
-
-
 def resolve_base_path(profile: Profile, cfg: AdaBLDMConfig, base=None) -> Path | None:
     chosen = base if base is not None else cfg.base
     if chosen is None:
@@ -116,11 +100,7 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
     given = resolve_base_path(profile, cfg, base)
     if given is not None:
         check_base(given)
-    pairs, described = training_pairs(profile, data, train_manifest)
-    found = sorted({p.label for p in pairs})
-    unknown = sorted(set(classes or ()) - set(found))
-    if unknown:
-        raise DefFillerError(f"class(es) {unknown} not in the training data ({described}); it has {found}")
+    pairs, described, classes = training_set(profile, data, train_manifest, classes)
     out_dir = Path(out_dir or profile.path("outputs") / "adabldm")
     base_path = given or out_dir / RANDOM_BASE
     meta = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {"classes": []}
@@ -141,7 +121,7 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
                 data=described, profile=profile.name, seed=profile.seed)
     meta.setdefault("runs", {})
     model = BaseModel.load(base_path, device_of(cfg.device))
-    for label in classes or found:
+    for label in classes:
         class_dir = out_dir / label
         if label in meta["classes"]:
             lines.append(f"{label}: already trained in {class_dir}, skipped")

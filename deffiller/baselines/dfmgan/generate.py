@@ -71,4 +71,5 @@ def generate_dfmgan(model_dir, per_class: int, out_dir, seed: int = 0, classes=N
                 save_image(out_dir / MASK_DIRS[0] / f"{name}.png", mask)
         empty += class_empty
         lines.append(f"{label}: {len(todo)} new pairs ({per_class - len(todo)} kept), {class_empty} new masks empty")
+    lines.append(f"DFMGAN masks and images in {out_dir}")
     return {"out_dir": out_dir, "lines": lines, "empty_masks": empty}

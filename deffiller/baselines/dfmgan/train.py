@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from deffiller.baselines.common import training_set
 from deffiller.baselines.dfmgan.config import DFMGANConfig
 from deffiller.baselines.dfmgan.data import PairSampler, stage1_sampler
 from deffiller.baselines.dfmgan.model import (MANIFEST, STAGE1, build_discriminator, build_generator,
@@ -22,25 +23,11 @@ from deffiller.baselines.dfmgan.model import (MANIFEST, STAGE1, build_discrimina
                                               write_manifest)
 from deffiller.baselines.dfmgan.trainer import Trainer
 from deffiller.config import Profile
-from deffiller.data.layout import Pair, load_pairs
-from deffiller.data.splits import read_manifest as read_pairs_manifest
+from deffiller.data.layout import Pair
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import write_text
 
 DEFECT_PREFIXES = ("defect_mapping.", "synthesis.defect_blocks.")
-
-
-def training_pairs(profile: Profile, data=None, train_manifest=None) -> tuple[list[Pair], str]:
-    """(pairs, description): all pairs of `data`, the train rows of `train_manifest`, else the profile's dataset."""
-    if train_manifest is not None:
-        return read_pairs_manifest(train_manifest, split="train"), f"manifest {train_manifest} (train)"
-    described = str(data)
-    if data is None:
-        from deffiller.data.source import resolve_dataset
-
-        source = resolve_dataset(profile)
-        data, described = source.root, f"{source.root}" + (f" [{source.banner}]" if source.synthetic else "")
-    return load_pairs(data, per_class=profile.data.per_class), described
 
 
 def _logged_step(line: str) -> int | None:
@@ -116,11 +103,7 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
     """
     cfg = profile.section(DFMGANConfig).check()
     device = device_of(cfg.device)
-    pairs, described = training_pairs(profile, data, train_manifest)
-    found = sorted({p.label for p in pairs})
-    unknown = sorted(set(classes or ()) - set(found))
-    if unknown:
-        raise DefFillerError(f"class(es) {unknown} not in the training data ({described}); it has {found}")
+    pairs, described, classes = training_set(profile, data, train_manifest, classes)
     out_dir = Path(out_dir or profile.path("outputs") / "dfmgan")
     config = json.loads(json.dumps(dataclasses.asdict(cfg)))
     meta = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {"classes": [], "runs": {}}
@@ -142,7 +125,7 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
         lines.append(f"stage 1 on {source}: {cfg.steps(cfg.stage1_kimg)} steps of {cfg.batch} -> {stage1_dir / 'model.pt'}")
     stage1 = load_state(stage1_dir / "model.pt")
 
-    for label in classes or found:
+    for label in classes:
         class_dir = out_dir / label
         if label in meta["classes"]:
             lines.append(f"{label}: already trained in {class_dir}, skipped")
