@@ -1,5 +1,5 @@
 """DefFiller speed: training steps/s (forward + backward + AdamW on the official trainable set) and generation
-images/s (guided sampling, both halves in one UNet call, plus VAE decoding), medians over repeats, peak memory.
+images/s (guided sampling plus VAE decoding) with peak memory, medians over repeats, for any train/sample settings.
 
     .venv/bin/python bench/bench_deffiller.py [--profiles tiny paper] [--repeats 3] [--paper-repeats 1]
         [--paper-steps 2] [--paper-sample-batch 1] [--paper-warmup 0] [--device cpu|cuda] [--threads 1] [--json outputs/bench/deffiller.json]
@@ -7,6 +7,7 @@ images/s (guided sampling, both halves in one UNet call, plus VAE decoding), med
 Weights are random (speed does not depend on them). The paper profile is the full SD-1.4/GLIGEN-sem size at
 256 px (batch 2, gradient checkpointing as configured); on a CPU measure it with few repeats and sampling steps:
 generation time grows linearly with the steps, so images/s at 50 steps ~ images/s(measured) * steps / 50.
+`bench/run.py` compares these settings with the official-style path.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, median_time, peak_memory_mb, print_table, reset_peak, save_json
+from common import add_common_args, machine, median_time, peak_memory_mb, print_table, reset_peak, save_json
 
 
 def random_parts(profile):
@@ -44,76 +45,98 @@ def masks(count: int, size: int) -> list[np.ndarray]:
     return out
 
 
+def train_speed(profile, parts, cfg, device: str, repeats: int, warmup: int = 1) -> dict:
+    """Training steps/s and peak memory with the `train` settings `cfg` (TrainConfig). The same batch every step:
+    with cache_latents the warm-up fills the cache, as the first epoch does in a real run."""
+    from deffiller.models.speed import precision
+    from deffiller.training.deffiller import DefFillerTask
+
+    size, classes = profile.data.image_size, tuple(profile.data.classes)
+    task = DefFillerTask(parts, cfg).to(device)
+    params = [p for group in task.trainable_groups().values() for p in group]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sem = torch.zeros(cfg.batch_size, profile.data.mask_channels, size, size)
+    sem[:, 0] = 1
+    sem[:, 0, size // 4 : size // 2, size // 4 : size // 2] = 0
+    sem[:, 2, size // 4 : size // 2, size // 4 : size // 2] = 1
+    batch = {"pixel_values": torch.rand(cfg.batch_size, 3, size, size, device=device) * 2 - 1, "sem": sem.to(device),
+             "prompt": [classes[1]] * cfg.batch_size, "name": [f"Pa_{i}" for i in range(cfg.batch_size)]}
+    step = [0]
+
+    def train_step():
+        generator = torch.Generator(device).manual_seed(step[0] % 2)  # two flip patterns, both cached after warm-up
+        step[0] += 1
+        optimizer.zero_grad(set_to_none=True)
+        with precision(device, cfg.mixed_precision, cfg.tf32):  # autocast the forward only, as accelerate does
+            loss = task(batch, generator)
+        with precision(device, "no", cfg.tf32):
+            loss.backward()
+            optimizer.step()
+
+    task.train()
+    reset_peak(device)
+    seconds = median_time(train_step, device, repeats=repeats, warmup=warmup)
+    return {"steps/s": 1 / seconds, "images/s": cfg.batch_size / seconds, "batch": cfg.batch_size,
+            "peak MB": peak_memory_mb(device)}
+
+
+def sample_speed(profile, parts, cfg, device: str, repeats: int, warmup: int = 1, steps: int | None = None,
+                 batch: int | None = None) -> dict:
+    """Generation images/s and peak memory with the `sample` settings `cfg` (SampleConfig), `steps` sampler steps
+    and `batch` masks per call (default: the config's)."""
+    from deffiller.pipelines.deffiller import DefFillerPipeline, make_scheduler
+    from deffiller.training.deffiller import TrainConfig, noise_scheduler
+
+    size, classes = profile.data.image_size, tuple(profile.data.classes)
+    pipe = DefFillerPipeline(parts.unet, parts.vae, parts.text_encoder, parts.tokenizer,
+                             make_scheduler(cfg.scheduler, noise_scheduler(profile.section(TrainConfig)).config),
+                             classes).to(device).use_speed(cfg)
+    pipe.set_progress_bar_config(disable=True)
+    parts.unet.eval()
+    steps, count = steps or cfg.steps, batch or cfg.batch_size
+    generators = [torch.Generator("cpu").manual_seed(i) for i in range(count)]
+    labels = [classes[i % len(classes)] for i in range(count)]
+    reset_peak(device)
+    seconds = median_time(lambda: pipe(masks(count, size), labels, generator=generators, num_inference_steps=steps,
+                                       guidance_scale=cfg.guidance), device, repeats=repeats, warmup=warmup)
+    return {"images/s": count / seconds, "steps": steps, "batch": count, "peak MB": peak_memory_mb(device)}
+
+
 def bench_profile(name: str, repeats: int, sample_steps: int | None, device: str, sample_batch: int | None = None,
                   warmup: int = 1) -> dict:
     from deffiller.config import load_profile
-    from deffiller.pipelines.deffiller import DefFillerPipeline, SampleConfig, make_scheduler
-    from deffiller.training.deffiller import DefFillerTask, TrainConfig, noise_scheduler
+    from deffiller.pipelines.deffiller import SampleConfig
+    from deffiller.training.deffiller import DefFillerTask, TrainConfig
     from deffiller.training.loop import parameter_counts
 
     profile = load_profile(name)
     train_cfg, sample_cfg = profile.section(TrainConfig), profile.section(SampleConfig)
-    size, classes = profile.data.image_size, tuple(profile.data.classes)
     tic = time.perf_counter()
     parts = random_parts(profile)
     build_s = time.perf_counter() - tic
-    task = DefFillerTask(parts, train_cfg).to(device)
-    params = [p for group in task.trainable_groups().values() for p in group]
-    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    batch_size = train_cfg.batch_size
-    sem = torch.zeros(batch_size, profile.data.mask_channels, size, size)
-    sem[:, 0] = 1
-    sem[:, 0, size // 4 : size // 2, size // 4 : size // 2] = 0
-    sem[:, 2, size // 4 : size // 2, size // 4 : size // 2] = 1
-    batch = {"pixel_values": torch.rand(batch_size, 3, size, size, device=device) * 2 - 1, "sem": sem.to(device),
-             "prompt": [classes[1]] * batch_size}
-    step = [0]
-
-    def train_step():
-        generator = torch.Generator(device).manual_seed(step[0])
-        step[0] += 1
-        optimizer.zero_grad(set_to_none=True)
-        task(batch, generator).backward()
-        optimizer.step()
-
-    task.train()
-    reset_peak(device)
-    train_s = median_time(train_step, device, repeats=repeats, warmup=warmup)
-    train_mem = peak_memory_mb(device)
-    del optimizer
-    task.eval()
-    pipe = DefFillerPipeline(parts.unet, parts.vae, parts.text_encoder, parts.tokenizer,
-                             make_scheduler(sample_cfg.scheduler, noise_scheduler(train_cfg).config), classes).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    steps = sample_steps or sample_cfg.steps
-    count = sample_batch or sample_cfg.batch_size
-    generators = [torch.Generator("cpu").manual_seed(i) for i in range(count)]
-    reset_peak(device)
-    sample_s = median_time(lambda: pipe(masks(count, size), [classes[i % len(classes)] for i in range(count)],
-                                        generator=generators, num_inference_steps=steps,
-                                        guidance_scale=sample_cfg.guidance), device, repeats=repeats, warmup=warmup)
-    counts = parameter_counts(task)
-    return {"profile": name, "px": size, "build_s": build_s, "train_batch": batch_size,
-            "train_step_s": train_s, "train_steps_per_s": 1 / train_s, "train_peak_mb": train_mem,
-            "sample_scheduler": sample_cfg.scheduler, "sample_steps": steps, "sample_batch": count,
-            "images_per_s": count / sample_s, "images_per_s_at_profile_steps": count / sample_s * steps / sample_cfg.steps,
-            "sample_peak_mb": peak_memory_mb(device), "trainable_params": counts["trainable_total"],
+    train = train_speed(profile, parts, train_cfg, device, repeats, warmup)
+    sample = sample_speed(profile, parts, sample_cfg, device, repeats, warmup, sample_steps, sample_batch)
+    counts = parameter_counts(DefFillerTask(parts, train_cfg))
+    return {"profile": name, "px": profile.data.image_size, "build_s": build_s, "train_batch": train["batch"],
+            "train_step_s": 1 / train["steps/s"], "train_steps_per_s": train["steps/s"], "train_peak_mb": train["peak MB"],
+            "sample_scheduler": sample_cfg.scheduler, "sample_steps": sample["steps"], "sample_batch": sample["batch"],
+            "images_per_s": sample["images/s"],
+            "images_per_s_at_profile_steps": sample["images/s"] * sample["steps"] / sample_cfg.steps,
+            "sample_peak_mb": sample["peak MB"], "trainable_params": counts["trainable_total"],
             "frozen_params": counts["frozen_total"], "repeats": repeats}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", nargs="+", default=["tiny", "paper"])
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--paper-repeats", type=int, default=1, help="repeats for the paper profile")
     parser.add_argument("--paper-steps", type=int, help="sampling steps for the paper profile (default: 2 on CPU, 50 on GPU)")
     parser.add_argument("--paper-sample-batch", type=int, help="images per call for the paper profile (default: 1 on "
                         "CPU, sample.batch_size on GPU)")
     parser.add_argument("--paper-warmup", type=int, help="untimed runs before timing the paper profile (default: 0 on "
                         "CPU, 1 on GPU)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=str(Path(__file__).resolve().parent.parent / "outputs" / "bench" / "deffiller.json"))
+    add_common_args(parser, threads=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []

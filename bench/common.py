@@ -1,10 +1,15 @@
 """Timing helpers for the benchmarks: medians over repeats, peak memory, the machine and versions."""
 from __future__ import annotations
 
+import argparse
+import datetime
 import json
+import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,11 +47,41 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def add_common_args(parser: argparse.ArgumentParser, repeats: int = 3, threads: int | None = None) -> None:
+    """--repeats, --threads, --device: the options every benchmark shares."""
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed runs; the median is reported")
+    parser.add_argument("--threads", type=int, default=threads or torch.get_num_threads(), help="CPU threads for torch")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine(device: str) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "device": device}
+    """Where and with what a benchmark ran: CPU model and cores, GPU, library versions, commit, date, command."""
+    import diffusers
+    import transformers
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_model(),
+            "cores": cores, "threads": torch.get_num_threads(), "device": device, "python": platform.python_version(),
+            "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                            cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
     return info
 
 

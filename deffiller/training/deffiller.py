@@ -62,6 +62,8 @@ class DefFillerTask(DiffusionTask):
                 p.requires_grad_(True)
         if cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
+        else:
+            self.unet.disable_gradient_checkpointing()
         configure_unet(self.unet, cfg.attention, cfg.channels_last, cfg.compile)
         self.prompts = PromptCache(self.tokenizer, self.text_encoder) if cfg.cache_text else None
         self.posteriors: dict[tuple[str, bool], torch.Tensor] = {}  # (name, flipped) -> VAE mean and log-variance
