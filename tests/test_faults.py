@@ -167,3 +167,106 @@ def test_sigkill_mid_generation_then_rerun_finishes_without_redoing_or_losing_im
     assert main(_generate_args(reference, masks, uninterrupted, profile)) == 0
     for name in names:
         assert np.array_equal(read_image(images / f"{name}.bmp"), read_image(uninterrupted / "Source Images" / f"{name}.bmp"))
+
+
+# --- checkpoints from another configuration, damaged checkpoints and models ------------------------------------------
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("deffiller: error: ")  # after progress bars
+    return err
+
+
+def _truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("change, difference", [({"model.mask_mlp_hidden": 48}, "shapes differ"),
+                                                ({"model.convnext_depths": [1, 1, 2, 1]}, "missing")])
+def test_resuming_with_another_config_names_the_checkpoint(reference, data, workdir, tmp_path, capsys, change,
+                                                           difference):
+    run = shutil.copytree(reference, tmp_path / "run")
+    assert main(_train_args(_profile(workdir, **change), run, data, "--resume")) == 2
+    err = _error(capsys)
+    assert f"{run / 'checkpoints' / f'step-{STEPS}'}: this checkpoint was written by another configuration" in err
+    assert difference in err and "resume with the profile and settings the run was started with" in err
+    assert load_file(run / UNET_FILE).keys() == load_file(reference / UNET_FILE).keys()  # the model is left alone
+
+
+@pytest.mark.parametrize("damaged", ["trainable.safetensors", "optimizer.bin"])
+def test_a_truncated_checkpoint_is_named_and_the_previous_one_is_the_way_back(reference, profile, data, tmp_path,
+                                                                             capsys, damaged):
+    run = shutil.copytree(reference, tmp_path / "run")
+    newest = run / "checkpoints" / f"step-{STEPS}"
+    _truncate(newest / damaged)
+    assert main(_train_args(profile, run, data, "--resume")) == 2
+    err = _error(capsys)
+    assert f"{newest / damaged}: checkpoint file is truncated or corrupt" in err
+    assert f"delete {newest} to resume from step-{STEPS - 1}" in err
+    shutil.rmtree(newest)  # as the message says
+    assert main(_train_args(profile, run, data, "--resume")) == 0
+    a, b = load_file(reference / UNET_FILE), load_file(run / UNET_FILE)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_generate_with_a_truncated_model_names_the_file(reference, profile, tmp_path, capsys):
+    model = shutil.copytree(reference / "model", tmp_path / "model")
+    _truncate(model / "unet" / "diffusion_pytorch_model.safetensors")
+    masks = _masks(tmp_path / "masks", 1)
+    assert main(_generate_args(model, masks, tmp_path / "out", profile)) == 2
+    err = _error(capsys)
+    assert f"{model}: cannot load the model" in err and "unet/diffusion_pytorch_model.safetensors" in err
+    assert "deffiller train ... --resume" in err
+    assert not (tmp_path / "out" / "Source Images").exists()
+
+
+# --- hostile masks for `deffiller generate` ----------------------------------------------------------------------------
+
+def _wide_mask(defect_columns: slice) -> np.ndarray:
+    mask = np.zeros((100, 200), np.uint8)
+    mask[40:60, defect_columns] = 255
+    return mask
+
+
+@pytest.mark.parametrize("name, content, extra, message", [
+    ("Pa_2.png", np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8), [], "not a binary mask"),
+    ("Pa_2.png", _wide_mask(slice(0, 30)), [], "mask is 200x100; squaring it by a centre crop would cut off"),
+    ("Rust_2.png", _wide_mask(slice(90, 110)), [], "unknown class prefix"),
+    ("Pa_2.png", _wide_mask(slice(90, 110)), ["--class", "rust"], "--class 'rust' unknown"),
+])
+def test_generate_refuses_hostile_masks_before_drawing_any_image(reference, profile, tmp_path, capsys, name, content,
+                                                                 extra, message):
+    masks = _masks(tmp_path / "masks", 1)
+    save_image(masks / name, content)
+    assert main(_generate_args(reference, masks, tmp_path / "out", profile, *extra)) == 2
+    err = _error(capsys)
+    assert message in err and (name in err or "--class" in extra)
+    assert not (tmp_path / "out" / "Source Images").exists()
+
+
+def test_a_non_square_mask_whose_defect_survives_the_crop_is_accepted(tmp_path):
+    from deffiller.pipelines.generate import read_mask
+
+    save_image(tmp_path / "In_1.png", _wide_mask(slice(90, 110)))
+    assert read_mask(tmp_path / "In_1.png").sum() == 20 * 20
+
+
+# --- NaN loss ----------------------------------------------------------------------------------------------------------
+
+def test_nan_loss_stops_the_cli_with_the_step(profile, data, tmp_path, capsys, monkeypatch):
+    from deffiller.training.deffiller import DefFillerTask
+
+    forward, calls = DefFillerTask.forward, []
+
+    def diverging(self, batch, generator):
+        calls.append(1)
+        loss = forward(self, batch, generator)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(DefFillerTask, "forward", diverging)
+    assert main(_train_args(profile, tmp_path / "run", data)) == 2
+    err = _error(capsys)
+    assert "loss became nan at step 3; stopped" in err and "step-2" in err
+    assert json.loads((tmp_path / "run" / "run_summary.json").read_text())["status"] == "diverged"
+    assert [c.name for c in checkpoint_dirs(tmp_path / "run")] == ["step-1", "step-2"]
+    assert not (tmp_path / "run" / "model").exists() and _leftovers(tmp_path / "run") == []

@@ -98,7 +98,7 @@ def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, st
     if class_name is not None and class_name not in pipe.config.classes:
         raise DefFillerError(f"--class {class_name!r} unknown; this model knows {pipe.config.classes}")
     prefixes = {p: c for p, c in CLASS_PREFIXES.items() if c in pipe.config.classes}
-    jobs = [(path, class_name or class_of(path.stem, prefixes)) for path in paths]
+    jobs = [(path, class_name or class_of(str(path), prefixes)) for path in paths]
     settings = {"model": str(model_folder(model_dir).resolve()), "guidance": guidance, "steps": steps, "seed": seed,
                 "scheduler": scheduler, "class": class_name, "source_size": source_size}
     _settings_check(out_dir, settings)
