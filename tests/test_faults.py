@@ -270,3 +270,58 @@ def test_nan_loss_stops_the_cli_with_the_step(profile, data, tmp_path, capsys, m
     assert json.loads((tmp_path / "run" / "run_summary.json").read_text())["status"] == "diverged"
     assert [c.name for c in checkpoint_dirs(tmp_path / "run")] == ["step-1", "step-2"]
     assert not (tmp_path / "run" / "model").exists() and _leftovers(tmp_path / "run") == []
+
+
+# --- the other models' checkpoint loaders ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mask_run(workdir, profile, data):
+    assert main(["masks", "train", "--profile", str(profile), "--data", str(data), "--out", str(workdir / "masks")]) == 0
+    return workdir / "masks"
+
+
+def test_mask_ddpm_truncated_or_foreign_checkpoint_and_truncated_model(mask_run, profile, data, workdir, tmp_path,
+                                                                      capsys):
+    run = shutil.copytree(mask_run, tmp_path / "run")
+    newest = checkpoint_dirs(run)[-1]
+    wider = _profile(workdir, **{"masks.block_out_channels": [16, 16]})
+    assert main(["masks", "train", "--profile", str(wider), "--data", str(data), "--out", str(run), "--resume"]) == 2
+    assert f"{newest}: this checkpoint was written by another configuration" in _error(capsys)
+    _truncate(newest / "trainable.safetensors")
+    assert main(["masks", "train", "--profile", str(profile), "--data", str(data), "--out", str(run), "--resume"]) == 2
+    assert f"{newest / 'trainable.safetensors'}: checkpoint file is truncated or corrupt" in _error(capsys)
+    _truncate(run / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert main(["masks", "sample", "--model", str(run), "--out", str(tmp_path / "s"), "--profile", str(profile)]) == 2
+    assert "cannot load the mask model" in _error(capsys)
+
+
+@pytest.mark.parametrize("damage, message", [("truncate", "checkpoint is truncated or corrupt"),
+                                             ("foreign", "written by another configuration")])
+def test_detector_resume_from_a_damaged_or_foreign_checkpoint(profile, data, tmp_path, capsys, damage, message):
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    state = {"net": "minet", "model": {"conv.weight": torch.zeros(2, 2)}, "optimizer": {}, "step": 1}
+    torch.save(state, checkpoint)
+    if damage == "truncate":
+        _truncate(checkpoint)
+    assert main(["detect", "train", "--net", "minet", "--train", str(data), "--out", str(tmp_path / "run"),
+                 "--profile", str(profile), "--resume"]) == 2
+    err = _error(capsys)
+    assert f"{checkpoint}: {message}" in err
+
+
+def test_dfmgan_resume_from_another_config_is_named(tmp_path):
+    from deffiller.baselines.dfmgan.config import DFMGANConfig
+    from deffiller.baselines.dfmgan.model import build_discriminator, build_generator, save_state
+    from deffiller.baselines.dfmgan.train import fit
+    from deffiller.baselines.dfmgan.trainer import Trainer
+    from deffiller.config import load_profile
+    from deffiller.errors import DefFillerError
+
+    def trainer(**change):
+        cfg = load_profile("tiny", {f"dfmgan.{k}": v for k, v in change.items()}).section(DFMGANConfig).check()
+        return Trainer(build_generator(cfg, defect=False), build_discriminator(cfg), cfg, reals=None)
+
+    save_state(tmp_path / "checkpoint.pt", trainer(channel_max=16).state_dict())
+    with pytest.raises(DefFillerError, match=r"checkpoint\.pt: written by another configuration"):
+        fit(trainer(), 2, tmp_path, resume=True, desc="stage1", progress=False)

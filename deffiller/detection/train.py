@@ -155,11 +155,19 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
 
     step, started = 0, time.time()
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        try:
+            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        except Exception as exc:  # torch raises several types for truncated or foreign files
+            raise DefFillerError(f"{checkpoint_path}: checkpoint is truncated or corrupt ({exc}); delete it and rerun "
+                                 f"to start over") from exc
         if state["net"] != net:
             raise DefFillerError(f"{checkpoint_path}: checkpoint of {state['net']!r}, not {net!r}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise DefFillerError(f"{checkpoint_path}: written by another configuration ({str(exc).splitlines()[0]}); "
+                                 f"resume with the settings the run was started with, or choose another --out") from exc
         step = state["step"]
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "metrics.jsonl"

@@ -50,7 +50,11 @@ def fit(trainer: Trainer, steps: int, run_dir: Path, resume: bool, desc: str, pr
     if checkpoint.is_file():
         if not resume:
             raise DefFillerError(f"{checkpoint}: an unfinished run is there; pass --resume to continue it or choose another --out")
-        trainer.load_state_dict(load_state(checkpoint))
+        try:
+            trainer.load_state_dict(load_state(checkpoint))
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise DefFillerError(f"{checkpoint}: written by another configuration ({str(exc).splitlines()[0]}); resume "
+                                 f"with the settings the run was started with, or choose another --out") from exc
     run_dir.mkdir(parents=True, exist_ok=True)
     _truncate_log(log_path, trainer.step)
     logs: dict = {}
