@@ -28,10 +28,10 @@ def device_of(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def random_base(profile: Profile, pairs, folder) -> Path:
+def random_base(profile: Profile, pairs, folder, progress: bool = True) -> Path:
     """An SD folder with what `deffiller train --init scratch` starts from (the small VAE trained on `pairs`, a random
     text encoder; `vae` and `model` sections) and a random plain SD UNet of the `model` section's dimensions."""
-    parts = build_parts(profile, "scratch", pairs, progress=False)
+    parts = build_parts(profile, "scratch", pairs, progress)
     unet = sd_unet_like(profile.section(ModelConfig), profile.data.image_size, vae_factor(parts.vae),
                         parts.vae.config.latent_channels)
     return save_sd_folder(unet, parts.vae, parts.text_encoder, parts.tokenizer, folder)

@@ -1,6 +1,7 @@
 """A trained AdaBLDM folder: the base it was trained on, one ControlNet and one background set per class.
 
     <dir>/adabldm.json                   base path, config, sizes, classes done, background method, data
+    <dir>/random_base/                   the base, when none was given (adabldm.base null, no --base)
     <dir>/<class>/controlnet/            ControlNetModel.save_pretrained
     <dir>/<class>/backgrounds/*.png      the defect-free backgrounds sampling blends onto
     <dir>/<class>/metrics.jsonl, run_summary.json, checkpoints/   the shared training loop's (checkpoints until done)

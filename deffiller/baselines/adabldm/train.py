@@ -111,7 +111,7 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
     lines = [f"AdaBLDM on {described}; base {base_path}; backgrounds: {cfg.background}"]
     if given is None:
         if not base_path.is_dir():
-            random_base(profile, pairs, base_path)
+            random_base(profile, pairs, base_path, progress)
         lines.append(f"RANDOM BASE: adabldm.base is null and no --base was given, so {base_path} holds an untrained "
                      "SD-format base of the profile's `model` dimensions (only its VAE learned the training images, as "
                      "`deffiller train --init scratch`); the images show the method's mechanics, not its quality. "
