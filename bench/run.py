@@ -4,7 +4,7 @@ masks/s, detector training/inference images/s and FID featurisation images/s; me
 a JSON file with the machine and versions.
 
     .venv/bin/python bench/run.py [--config tiny|paper] [--device cpu|cuda] [--repeats N] [--json PATH]
-        [--quick] [--compile] [--dpm-steps 20] [--steps N] [--sample-batch N] [--threads N]
+        [--quick] [--deffiller-only] [--compile] [--dpm-steps 20] [--steps N] [--sample-batch N] [--threads N]
 
 Official-style path (`official()`): explicit softmax(QK^T)V attention everywhere (fusers included), two UNet calls
 per step for classifier-free guidance, grounding tokens and text recomputed, fp32 without TF32, gradient
@@ -72,44 +72,59 @@ def deffiller_rows(profile, args) -> tuple[list[dict], dict]:
     warmup = 0 if paper_on_cpu else 1
     parts = random_parts(profile)
     rows, ratios = [], {}
+    replace = dataclasses.replace
 
-    train_variants = [("official-style", official(train_cfg)), ("default", train_cfg)]
+    train_official = official(train_cfg)
+    train_variants = [("official-style", train_official), ("default", train_cfg)]
+    if not args.quick:  # each option alone on the official-style path
+        train_variants += [("official-style + sdpa", replace(train_official, attention="sdpa")),
+                           ("official-style + cached text and latents",
+                            replace(train_official, cache_text=True, cache_latents=True)),
+                           ("official-style, no checkpointing", replace(train_official, gradient_checkpointing=False))]
+        if cuda:
+            train_variants.append(("official-style + tf32", replace(train_official, tf32=True)))
     if cuda:
-        fast = dataclasses.replace(train_cfg, mixed_precision="bf16")
+        fast = replace(train_cfg, mixed_precision="bf16")
         train_variants += [("default + bf16", fast),
-                           ("default + bf16, no checkpointing", dataclasses.replace(fast, gradient_checkpointing=False)),
+                           ("default + bf16, no checkpointing", replace(fast, gradient_checkpointing=False)),
                            ("default + bf16, no checkpointing, channels_last",
-                            dataclasses.replace(fast, gradient_checkpointing=False, channels_last=True))]
+                            replace(fast, gradient_checkpointing=False, channels_last=True))]
     train_results = {}
     for name, cfg in train_variants:
-        result = train_speed(profile, parts, cfg, args.device, args.repeats, warmup)
+        result = train_speed(profile, parts, cfg, args.device, args.repeats, max(warmup, int(cfg.cache_latents)))
         train_results[name] = result["steps/s"]
         rows.append({"measure": f"train {name}", "setting": settings(cfg, TRAIN_KEYS) + f", batch={result['batch']}",
                      "value": result["steps/s"], "unit": "steps/s", "peak MB": result["peak MB"]})
         print(f"  {rows[-1]['measure']}: {result['steps/s']:.4g} steps/s", flush=True)
 
-    sample_variants = [("official-style", official(sample_cfg), steps), ("default", sample_cfg, steps)]
+    sample_official = official(sample_cfg)
+    sample_variants = [("official-style", sample_official), ("default", sample_cfg)]
+    if not args.quick:
+        sample_variants += [("official-style + sdpa", replace(sample_official, attention="sdpa")),
+                            ("official-style + batched CFG", replace(sample_official, batched_cfg=True)),
+                            ("official-style + cached conditioning", replace(sample_official, cache_conditioning=True))]
+        if cuda:
+            sample_variants.append(("official-style + tf32", replace(sample_official, tf32=True)))
     if cuda:
-        sample_variants += [(f"default + {p}", dataclasses.replace(sample_cfg, mixed_precision=p), steps)
-                            for p in ("bf16", "fp16")]
+        sample_variants += [(f"default + {p}", replace(sample_cfg, mixed_precision=p)) for p in ("bf16", "fp16")]
         sample_variants.append(("default + fp16, channels_last",
-                                dataclasses.replace(sample_cfg, mixed_precision="fp16", channels_last=True), steps))
+                                replace(sample_cfg, mixed_precision="fp16", channels_last=True)))
     sample_results = {}
-    for name, cfg, n in sample_variants:
-        result = sample_speed(profile, parts, cfg, args.device, args.repeats, warmup, n, batch)
+    for name, cfg in sample_variants:
+        result = sample_speed(profile, parts, cfg, args.device, args.repeats, warmup, steps, batch)
         sample_results[name] = result["images/s"]
         rows.append(sample_row(f"generate {name}", cfg, result, sample_cfg.steps))
     best_name = max(sample_results, key=sample_results.get)
-    best_cfg = next(cfg for name, cfg, _ in sample_variants if name == best_name)
+    best_cfg = dict(sample_variants)[best_name]
     dpm_steps = args.dpm_steps
-    dpm = dataclasses.replace(best_cfg, scheduler="dpm")
+    dpm = replace(best_cfg, scheduler="dpm")
     result = sample_speed(profile, parts, dpm, args.device, args.repeats, warmup,
                           min(dpm_steps, steps) if paper_on_cpu or args.quick else dpm_steps, batch)
     rows.append(sample_row(f"generate {best_name}, DPM-Solver++", dpm, result, dpm_steps,
                            note=f"vs official-style PLMS {PLMS_STEPS}; FID {FID_CLAIM}"))
     dpm_images = result["images/s"] * result["steps"] / dpm_steps
     if args.compile:
-        compiled = dataclasses.replace(best_cfg, compile=True)
+        compiled = replace(best_cfg, compile=True)
         result = sample_speed(profile, parts, compiled, args.device, args.repeats, warmup + 2, steps, batch)
         sample_results[f"{best_name} + compile"] = result["images/s"]
         rows.append(sample_row(f"generate {best_name} + compile", compiled, result, sample_cfg.steps))
@@ -182,6 +197,7 @@ def main() -> None:
     parser.add_argument("--json", default=str(Path(__file__).resolve().parent.parent / "outputs" / "bench" / "run.json"))
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer and smaller inputs, no warm-up outside DefFiller, DPM-Solver++ extrapolated from the "
                         "profile's steps")
+    parser.add_argument("--deffiller-only", action="store_true", help="skip the mask DDPM, detector and FID rows")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the fastest sampling path")
     parser.add_argument("--dpm-steps", type=int, default=20, help="DPM-Solver++ steps for the fast-sampler row")
     parser.add_argument("--steps", type=int, help="sampler steps timed (default: the profile's; 2 for paper on a CPU)")
@@ -196,7 +212,8 @@ def main() -> None:
     profile = load_profile(args.config)
     print(f"DefFiller ({args.config}, {args.device}):", flush=True)
     rows, ratios = deffiller_rows(profile, args)
-    rows += other_rows(profile, args)
+    if not args.deffiller_only:
+        rows += other_rows(profile, args)
     info = machine(args.device)
     print_table([{k: row.get(k, "") for k in ("measure", "value", "unit", "vs official", "peak MB", "setting")}
                  for row in rows], f"{args.config} profile on {info.get('gpu', info['cpu'])}, median of {args.repeats}")
