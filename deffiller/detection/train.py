@@ -3,7 +3,9 @@
 One run = one network on one list of pairs, in its own folder: `checkpoint.pt` (atomic, every
 `checkpoint_every` steps and at the end, for `resume`), `model.pt` (final weights), `metrics.jsonl` (loss and
 lr per step), `summary.json` (settings, data, backbone, duration). The profile's `detect` section caps
-epochs / steps and can shrink the input size for tiny and smoke runs.
+epochs / steps and can shrink the input size for tiny and smoke runs. A run killed at any moment and rerun with
+`resume` ends with the weights of an uninterrupted one: batches and augmentation are seeded per epoch (a resumed epoch
+replays its skipped batches' draws) and dropout per step.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from deffiller.data.splits import read_manifest
 from deffiller.detection.predict import normalize, resize
 from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, create_detector
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import atomic_path, read_image, write_json, write_text
+from deffiller.utils.io import atomic_path, read_image, remove_stale_temps, write_json, write_text
 
 
 @dataclass
@@ -170,6 +172,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
                                  f"resume with the settings the run was started with, or choose another --out") from exc
         step = state["step"]
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by a run killed inside a write
     log_path = out / "metrics.jsonl"
     _truncate_log(log_path, step)
 
@@ -189,6 +192,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
             for i, (images, targets) in enumerate(loader):
                 if i < skip:  # resume mid-epoch: same order, batches already done are skipped
                     continue
+                torch.manual_seed(_step_seed(seed, step))  # dropout: the same draws whether resumed or not
                 loss = model.loss(model(images.to(device)), targets.to(device))
                 if not torch.isfinite(loss):
                     raise DefFillerError(f"{net}: loss became {loss.item()} at step {step}; lower the learning rate")
@@ -217,6 +221,10 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
     })
     checkpoint_path.unlink(missing_ok=True)  # the optimiser state is large (3x the weights for Adam)
     return weights
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
 def _save_checkpoint(path: Path, net: str, model, optimizer, step: int) -> None:
