@@ -13,7 +13,8 @@ from deffiller.config import load_profile
 from deffiller.data.layout import load_pairs
 from deffiller.errors import DefFillerError
 from deffiller.evaluation.mask_quality import (mask_quality, masks_figure, nearest_iou, quality_table, read_mask_set)
-from deffiller.models.mask_ddpm import MaskDataset, MaskDDPMConfig, build_unet, train_mask_ddpm
+from deffiller.models.mask_ddpm import (MaskDataset, MaskDDPMConfig, MaskDDPMTask, build_scheduler, build_unet,
+                                        train_mask_ddpm)
 from deffiller.pipelines.mask_sampling import (CLASSES_FILE, load_mask_model, mask_seed, sample_masks)
 from deffiller.utils.io import list_images, read_image, save_image
 
@@ -146,10 +147,29 @@ def test_training_data_bad_input(synth_dataset, tmp_path):
         build_unet(MaskDDPMConfig(block_out_channels=(12, 16), norm_num_groups=8, attention_levels=()), 3)
 
 
+def test_prediction_sets_the_training_target_and_the_sampler():
+    clean = torch.where(torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5, 1.0, -1.0)
+
+    class Oracle(torch.nn.Module):  # predicts the clean mask exactly
+        def forward(self, noisy, t, class_labels):
+            return type("Out", (), {"sample": clean})
+
+    losses = {}
+    for prediction in ("epsilon", "sample"):
+        scheduler = build_scheduler(MaskDDPMConfig(prediction=prediction, train_timesteps=50))
+        task = MaskDDPMTask(Oracle(), scheduler, hflip=False)
+        losses[prediction] = task({"mask": clean, "label": torch.zeros(2, dtype=torch.long)}, torch.Generator().manual_seed(1))
+        assert scheduler.config.prediction_type == prediction
+    assert losses["sample"] == 0 and losses["epsilon"] > 0.5
+    with pytest.raises(DefFillerError, match="masks.prediction='v'"):
+        build_scheduler(MaskDDPMConfig(prediction="v"))
+
+
 def test_profiles_carry_the_papers_settings():
     paper = load_profile("paper").section(MaskDDPMConfig)
     assert (paper.resolution, paper.epochs, paper.batch_size, paper.lr) == (64, 200, 32, 1e-4)
     assert (paper.train_timesteps, paper.sampler, paper.sampling_steps, paper.per_class) == (1000, "ddpm", 1000, 300)
+    assert paper.prediction == "epsilon"
     for name in ("tiny", "smoke"):
         cfg = load_profile(name).section(MaskDDPMConfig)
         assert build_unet(cfg, 3).config.sample_size == cfg.resolution
