@@ -4,7 +4,9 @@ A notebook is skipped when its stamp matches the last successful run: a hash of 
 parameters, the profile file, the package's source, the real dataset's file listing and the stamps of the notebooks
 before it (so a rerun upstream reruns everything downstream). Each run logs to
 `outputs/<profile>/logs/NN.log`, writes the executed notebook to `outputs/<profile>/notebooks/`, and the
-run ends with a summary table.
+run ends with a summary table. A notebook's stamp is removed before it starts and written only when it succeeds, so a
+run killed at any moment reruns the interrupted notebook and keeps the ones it finished; tables and figures are
+written atomically, and the temporaries of writes a kill interrupted are removed when the runner starts again.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from deffiller.config import REPO_ROOT, configs_dir, load_profile
 from deffiller.data.layout import DATASET_DIR
-from deffiller.utils.io import write_json
+from deffiller.utils.io import remove_stale_temps, write_json
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -82,7 +84,7 @@ def failing_cell(executed: Path) -> str:
 def run_notebook(path: Path, profile: str, out_dir: Path, log: Path, timeout: int | None) -> tuple[bool, str]:
     executed = out_dir / path.name
     command = [sys.executable, "-m", "papermill", str(path), str(executed), "-p", "PROFILE", profile,
-               "-k", "python3", "--cwd", str(NOTEBOOKS), "--log-output", "--no-progress-bar"]
+               "-k", "python3", "--cwd", str(path.parent), "--log-output", "--no-progress-bar"]
     if timeout:
         command += ["--execution-timeout", str(timeout)]
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1",
@@ -107,6 +109,8 @@ def run_all(profile: str = "smoke", only: list[str] | None = None, start: str | 
     outputs = loaded.path("outputs")
     out_dir, logs, stamps = outputs / "notebooks", outputs / "logs", outputs / "stamps"
     out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (out_dir, loaded.path("figures")):  # no notebook runs yet: whatever is a temporary is stale
+        remove_stale_temps(folder)
     package = tree_digest(REPO_ROOT / "deffiller")
     config = hashlib.sha256((configs_dir() / f"{profile}.yaml").read_bytes()).hexdigest()
     data = listing_digest(Path(os.environ.get("DEFFILLER_DATASET") or loaded.path("data_root") / DATASET_DIR))
@@ -128,6 +132,7 @@ def run_all(profile: str = "smoke", only: list[str] | None = None, start: str | 
             print(f"[{path.name}] skipped: unchanged since the last successful run", flush=True)
             continue
         print(f"[{path.name}] running (profile {profile}, log {logs / (path.stem + '.log')})", flush=True)
+        stamp_file.unlink(missing_ok=True)  # a run killed from here on must not look finished
         started = time.time()
         ok, detail = run_notebook(path, profile, out_dir, logs / f"{path.stem}.log", timeout)
         seconds = time.time() - started
@@ -135,7 +140,6 @@ def run_all(profile: str = "smoke", only: list[str] | None = None, start: str | 
             write_json(stamp_file, {"stamp": stamp, "seconds": round(seconds, 1), "finished": time.ctime()})
             results.append(Result(path.name, "ran", seconds))
         else:
-            stamp_file.unlink(missing_ok=True)
             results.append(Result(path.name, "failed", seconds, detail))
             print(f"[{path.name}] FAILED at {detail}", flush=True)
             failed = True
@@ -158,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun notebooks even when unchanged")
     parser.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     parser.add_argument("--timeout", type=int, help="papermill's per-cell execution timeout in seconds")
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, metavar="DIR",
+                        help="folder of the numbered notebooks (default: the repository's notebooks/)")
     args = parser.parse_args(argv)
     only = [n.strip().zfill(2) for n in args.only.split(",")] if args.only else None
     start = args.start.zfill(2) if args.start else None
-    results = run_all(args.profile, only, start, args.force, args.keep_going, args.timeout)
+    results = run_all(args.profile, only, start, args.force, args.keep_going, args.timeout, args.notebooks)
     print("\n" + summary(results))
     return 1 if any(r.status == "failed" for r in results) else 0
 

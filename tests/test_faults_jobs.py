@@ -1,0 +1,159 @@
+"""Fault suite (issue 11), the other long jobs: detector training and the notebook runner killed with SIGKILL and
+rerun, leftovers of killed writes in mask sampling, and AdaBLDM resumed under another config."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from deffiller.cli import main
+from deffiller.utils.io import TEMP_NAME
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from deffiller.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("faults_jobs_data") / "SD-saliency-900", per_class=2, seed=0)
+
+
+def _profile(folder: Path, **sections) -> Path:
+    """The tiny profile as a YAML file, outputs under `folder`, with `sections` = {section: {key: value}} changed."""
+    from deffiller.config import configs_dir
+
+    raw = yaml.safe_load((configs_dir() / "tiny.yaml").read_text())
+    raw["paths"].update(outputs=str(folder / "outputs"), figures=str(folder / "figures"))
+    for section, changes in sections.items():
+        raw[section].update(changes)
+    path = folder / f"profile-{len(list(folder.glob('profile-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _start(args, log: Path, env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    with open(log, "wb") as fh:  # a session of its own: the kill reaches the job's children too
+        return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, log: Path, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended (status {proc.returncode}) before it could be killed:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"the job did not get far enough in {timeout} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+def _temps(folder: Path) -> list[str]:
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if TEMP_NAME.fullmatch(p.name)]
+
+
+# --- detector training -------------------------------------------------------------------------------------------------
+
+DETECT_STEPS = 9  # 6 pairs in batches of 2: 3 epochs of 3 steps, so the kill and the resume cross epochs
+
+
+def _detect_args(profile, data, out, *extra):
+    return ["detect", "train", "--net", "minet", "--train", str(data), "--out", str(out), "--profile", str(profile),
+            *extra]
+
+
+def test_sigkill_mid_detector_training_then_resume_equals_an_uninterrupted_run(data, tmp_path):
+    profile = _profile(tmp_path, detect={"epochs": 3, "max_steps": DETECT_STEPS, "checkpoint_every": 1})
+    torch.set_num_threads(1)
+    reference = tmp_path / "reference"
+    assert main(_detect_args(profile, data, reference)) == 0
+
+    out, log = tmp_path / "killed", tmp_path / "killed.log"
+    proc = _start(["deffiller", *_detect_args(profile, data, out)], log)
+    metrics = out / "metrics.jsonl"
+    _kill_when(proc, lambda: metrics.is_file() and metrics.read_text().count("\n") >= 4, log)
+    assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()  # killed mid-run
+    killed_at = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    assert 3 <= killed_at < DETECT_STEPS
+    with open(metrics, "a") as fh:  # what a kill inside a write leaves: a torn log line, an atomic write's temporary
+        fh.write('{"step": 99, "lo')
+    (out / ".checkpoint.pt.k1l2m3.tmp.pt").write_bytes(b"half")
+
+    assert main(_detect_args(profile, data, out, "--resume")) == 0
+    assert _temps(out) == [] and not (out / "checkpoint.pt").exists()
+    losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+              for run in (reference, out)]
+    assert len(losses[0]) == DETECT_STEPS and losses[1] == losses[0]
+    a, b = (torch.load(run / "model.pt", weights_only=False)["model"] for run in (reference, out))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- the notebook runner (run_all.sh) ----------------------------------------------------------------------------------
+
+def _notebook(path: Path, body: str) -> None:
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell('PROFILE: str = "tiny"  # profile'), nbformat.v4.new_code_cell(body)]
+    cells[0].metadata["tags"] = ["parameters"]
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=kernel), path)
+
+
+def test_sigkill_mid_notebook_then_rerun_redoes_only_the_killed_one(tmp_path, monkeypatch):
+    from deffiller.config import configs_dir
+    from deffiller.reporting import runner
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny.yaml").write_text(_profile(tmp_path).read_text())
+    monkeypatch.setenv("DEFFILLER_CONFIGS", str(configs))
+    monkeypatch.setenv("DEFFILLER_DATASET", str(tmp_path / "no-dataset"))
+    assert configs_dir() == configs
+    notebooks, flag, kernel_pid = tmp_path / "nbs", tmp_path / "stop-in-02", tmp_path / "kernel.pid"
+    notebooks.mkdir()
+    write_table = ("import pandas as pd\nfrom deffiller.config import load_profile\n"
+                   "from deffiller.reporting.outputs import Outputs\n"
+                   "Outputs(load_profile(PROFILE), '{n}').table('t{n}', pd.DataFrame({{'x': ['{n}']}}))\n")
+    _notebook(notebooks / "01_a.ipynb", write_table.format(n="01"))
+    _notebook(notebooks / "02_b.ipynb", write_table.format(n="02") + (
+        "import os, pathlib, time\n"
+        f"pathlib.Path({str(kernel_pid)!r}).write_text(str(os.getpid()))\n"
+        f"if os.path.exists({str(flag)!r}):  # the first run stops here until it is killed\n"
+        f"    os.remove({str(flag)!r})\n"
+        "    time.sleep(300)\n"))
+    figures, stamps = tmp_path / "figures", tmp_path / "outputs" / "stamps"
+    assert [r.status for r in runner.run_all("tiny", notebooks_dir=notebooks)] == ["ran", "ran"]
+    first_table = (figures / "t01.csv").stat().st_mtime_ns
+
+    flag.touch()  # a forced rerun of 02, killed mid-notebook: its stamp of the finished first run must not survive
+    log = tmp_path / "runner.log"
+    proc = _start(["deffiller.reporting.runner", "--profile", "tiny", "--notebooks", str(notebooks), "--only", "02",
+                   "--force"], log,
+                  {"DEFFILLER_CONFIGS": str(configs), "DEFFILLER_DATASET": str(tmp_path / "no-dataset")})
+    try:
+        _kill_when(proc, lambda: not flag.exists(), log, timeout=120)
+    finally:  # papermill starts the kernel in a session of its own: the kill of the runner's group misses it
+        if kernel_pid.is_file():
+            try:
+                os.kill(int(kernel_pid.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert (stamps / "01_a.json").is_file() and not (stamps / "02_b.json").exists()
+    (figures / ".t02.csv.k1l2m3.tmp.csv").write_text("x\n0")  # what a kill inside Outputs.table leaves
+
+    results = runner.run_all("tiny", notebooks_dir=notebooks)
+    assert [(r.notebook, r.status) for r in results] == [("01_a.ipynb", "skipped"), ("02_b.ipynb", "ran")]
+    assert (stamps / "02_b.json").is_file() and (figures / "t01.csv").stat().st_mtime_ns == first_table
+    assert sorted(p.name for p in figures.iterdir()) == ["t01.csv", "t01.md", "t02.csv", "t02.md"]
