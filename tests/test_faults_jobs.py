@@ -157,3 +157,26 @@ def test_sigkill_mid_notebook_then_rerun_redoes_only_the_killed_one(tmp_path, mo
     assert [(r.notebook, r.status) for r in results] == [("01_a.ipynb", "skipped"), ("02_b.ipynb", "ran")]
     assert (stamps / "02_b.json").is_file() and (figures / "t01.csv").stat().st_mtime_ns == first_table
     assert sorted(p.name for p in figures.iterdir()) == ["t01.csv", "t01.md", "t02.csv", "t02.md"]
+
+
+# --- mask sampling -----------------------------------------------------------------------------------------------------
+
+def test_masks_sample_rerun_removes_temporaries_of_killed_writes_and_keeps_finished_masks(data, tmp_path, capsys):
+    profile = _profile(tmp_path, masks={"max_steps": 2, "sampling_steps": 2})
+    model, out = tmp_path / "mask-model", tmp_path / "masks"
+    assert main(["masks", "train", "--profile", str(profile), "--data", str(data), "--out", str(model)]) == 0
+    sample = ["masks", "sample", "--profile", str(profile), "--model", str(model), "--out", str(out)]
+    assert main([*sample, "--per-class", "1"]) == 0
+    folders = [out / "Ground truth", out / "masks_64"]
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for folder in folders for p in folder.iterdir()}
+    assert sorted(p.name for p in before) == sorted(["In_1.png", "Pa_1.png", "Sc_1.png"] * 2)
+    for folder in (out, *folders):  # what a kill inside a write leaves
+        (folder / ".In_2.png.k1l2m3.tmp.png").write_bytes(b"\x89PNG half")
+    capsys.readouterr()
+
+    assert main([*sample, "--per-class", "2"]) == 0
+    assert "3 masks drawn, 3 kept" in capsys.readouterr().out
+    assert _temps(out) == []
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
+    assert all(sorted(p.name for p in folder.iterdir()) == [f"{c}_{i}.png" for c in ("In", "Pa", "Sc") for i in (1, 2)]
+               for folder in folders)

@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import save_image, write_json
+from deffiller.utils.io import remove_stale_temps, save_image, write_json
 
 MODEL_DIR = "model"
 CLASSES_FILE = "mask_classes.json"
@@ -196,6 +196,8 @@ def sample_masks(model_dir, out_dir, per_class: int, *, seed: int = 0, steps: in
     out_dir = Path(out_dir)
     _check_settings(out_dir, settings)
     folders = output_dirs(out_dir, source_size, image_size)
+    for folder in (out_dir, *folders):
+        remove_stale_temps(folder)  # left by a run killed inside a write
     todo = [(c, i) for c in chosen for i in range(1, per_class + 1)
             if not all((folder / f"{known.prefixes[c]}_{i}.png").is_file() for folder in folders)]
     write_json(out_dir / SETTINGS_FILE, {**asdict(settings), "classes": list(known.classes), "prefixes": list(known.prefixes)})

@@ -17,7 +17,7 @@ from deffiller.baselines.adabldm.sampler import blended_sample, latent_mask
 from deffiller.data.layout import IMAGE_DIRS, MASK_DIRS, class_of
 from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import list_images, read_image, save_image
+from deffiller.utils.io import list_images, read_image, remove_stale_temps, save_image
 
 
 def read_masks(folder) -> list[tuple[str, str, np.ndarray]]:
@@ -75,6 +75,8 @@ def generate_adabldm(model_dir, masks_dir, out_dir, seed: int = 0, overrides: di
         raise DefFillerError(f"{model_dir}: no AdaBLDM model for class(es) {missing} (has {model.classes}); "
                              f"train them with `deffiller baseline adabldm train --class ...`")
     out_dir, side = Path(out_dir), model.source_size
+    for folder in (out_dir / IMAGE_DIRS[0], out_dir / MASK_DIRS[0]):
+        remove_stale_temps(folder)  # left by a run killed inside a write
     todo = [m for m in masks if not all((out_dir / d / f"{m[0]}{s}").is_file() for d, s in ((IMAGE_DIRS[0], ".bmp"), (MASK_DIRS[0], ".png")))]
     for name, label, mask in tqdm(todo, desc="adabldm generate", disable=not progress):
         image = cv2.resize(_image_for(model, label, mask, seed, name), (side, side), interpolation=cv2.INTER_CUBIC)

@@ -15,7 +15,7 @@ from deffiller.baselines.dfmgan.data import resize_gray
 from deffiller.baselines.dfmgan.model import config_of, device_of, load_generator, read_manifest
 from deffiller.data.layout import CLASS_PREFIXES, IMAGE_DIRS, MASK_DIRS
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import save_image
+from deffiller.utils.io import remove_stale_temps, save_image
 
 PREFIX_OF = {label: prefix for prefix, label in CLASS_PREFIXES.items()}
 
@@ -52,6 +52,8 @@ def generate_dfmgan(model_dir, per_class: int, out_dir, seed: int = 0, classes=N
         raise DefFillerError(f"{model_dir}: no DFMGAN model for class(es) {missing} (has {meta['classes']}); "
                              "train them with `deffiller baseline dfmgan train --class ...`")
     out_dir, side = Path(out_dir), int(meta["source_size"])
+    for folder in (out_dir / IMAGE_DIRS[0], out_dir / MASK_DIRS[0]):
+        remove_stale_temps(folder)  # left by a run killed inside a write
     device = device or device_of(config_of(meta, f"{model_dir}").device)
     lines, empty = [], 0
     for label in classes:
