@@ -2,7 +2,9 @@
 
 `out/Source Images/<name>.bmp` is the generated image as 8-bit grey at the dataset's size (200x200 for
 SD-Saliency-900), `out/Ground truth/<name>.png` the conditioning mask at that size. An image's noise depends only on
-(seed, mask name), so a rerun skips the pairs already written and draws the rest exactly as an uninterrupted run.
+(seed, mask name), so a rerun skips the pairs already written and draws the rest as an uninterrupted run would: bit
+for bit with batch size 1; with larger batches the batch composition (which differs once pairs are skipped) can move a
+pixel by a grey level.
 """
 from __future__ import annotations
 
