@@ -180,3 +180,32 @@ def test_masks_sample_rerun_removes_temporaries_of_killed_writes_and_keeps_finis
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
     assert all(sorted(p.name for p in folder.iterdir()) == [f"{c}_{i}.png" for c in ("In", "Pa", "Sc") for i in (1, 2)]
                for folder in folders)
+
+
+# --- AdaBLDM -----------------------------------------------------------------------------------------------------------
+
+def test_adabldm_resume_under_another_config_names_the_checkpoint(data, tmp_path, monkeypatch, capsys):
+    from deffiller.baselines.adabldm import train as adabldm_train
+    from deffiller.training.loop import checkpoint_dirs
+
+    def crash(controlnet, folder):  # the run dies after its last checkpoint, before the ControlNet is saved
+        raise RuntimeError("killed")
+
+    started = _profile(tmp_path, vae={"max_steps": 2}, adabldm={"max_steps": 2, "checkpoint_every": 1})
+    wider = _profile(tmp_path, vae={"max_steps": 2}, adabldm={"max_steps": 2, "checkpoint_every": 1,
+                                                             "cond_embedding_channels": [16, 32, 96, 128]})  # 4x VAE: last 3 used
+    model = tmp_path / "model"
+    train = ["baseline", "adabldm", "train", "--data", str(data), "--class", "scratches", "--out", str(model)]
+    with monkeypatch.context() as patched:
+        patched.setattr(adabldm_train, "save_controlnet", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            main([*train, "--profile", str(started)])
+    newest = checkpoint_dirs(model / "scratches")[-1]
+    capsys.readouterr()
+
+    assert main([*train, "--profile", str(wider), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("deffiller: error: ")
+    assert f"{newest}: this checkpoint was written by another configuration" in err and "shapes differ" in err
+    assert main([*train, "--profile", str(started), "--resume"]) == 0  # the original settings still resume it
+    assert (model / "scratches" / "controlnet").is_dir()
