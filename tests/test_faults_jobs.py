@@ -192,8 +192,9 @@ def test_adabldm_resume_under_another_config_names_the_checkpoint(data, tmp_path
         raise RuntimeError("killed")
 
     started = _profile(tmp_path, vae={"max_steps": 2}, adabldm={"max_steps": 2, "checkpoint_every": 1})
+    # the random base's VAE downsamples 4x: the hint encoder uses the last three channel counts
     wider = _profile(tmp_path, vae={"max_steps": 2}, adabldm={"max_steps": 2, "checkpoint_every": 1,
-                                                             "cond_embedding_channels": [16, 32, 96, 128]})  # 4x VAE: last 3 used
+                                                             "cond_embedding_channels": [16, 32, 96, 128]})
     model = tmp_path / "model"
     train = ["baseline", "adabldm", "train", "--data", str(data), "--class", "scratches", "--out", str(model)]
     with monkeypatch.context() as patched:
