@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from killed_jobs import kill_when, start_job
 from safetensors.torch import load_file
 
 from deffiller.cli import main
@@ -73,26 +70,6 @@ def reference(workdir, profile, data):
     return workdir / "reference"
 
 
-def _start(args, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    with open(log, "wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "deffiller", *args], cwd=REPO_ROOT, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT)
-
-
-def _kill_when(proc: subprocess.Popen, ready, log: Path, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"the job ended (status {proc.returncode}) before it could be killed:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the job did not get far enough in {timeout} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-
-
 def _leftovers(folder: Path) -> list[str]:
     """Half-written things: temporaries of atomic writes and partial folders."""
     return [str(p.relative_to(folder)) for p in folder.rglob("*") if TEMP_NAME.fullmatch(p.name) or "partial" in p.name]
@@ -104,8 +81,8 @@ def _losses(run: Path) -> list[float]:
 
 def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(reference, profile, data, workdir):
     out, log = workdir / "killed", workdir / "killed.log"
-    proc = _start(_train_args(profile, out, data), log)
-    _kill_when(proc, lambda: any(int(c.name.split("-")[1]) >= 3 for c in checkpoint_dirs(out)), log)
+    proc = start_job(["deffiller", *_train_args(profile, out, data)], log)
+    kill_when(proc, lambda: any(int(c.name.split("-")[1]) >= 3 for c in checkpoint_dirs(out)), log)
     done = checkpoint_dirs(out)
     first = load_file(done[0] / "trainable.safetensors")
     assert not (out / "model").exists() and int(done[-1].name.split("-")[1]) < STEPS  # killed mid-run
@@ -150,8 +127,8 @@ def test_sigkill_mid_generation_then_rerun_finishes_without_redoing_or_losing_im
     masks, out, log = _masks(workdir / "gen_masks", 24), workdir / "gen", workdir / "gen.log"
     images = out / "Source Images"
     # one mask per batch: an image is then bit-exact whatever the batches of the interrupted and resumed runs
-    proc = _start(_generate_args(reference, masks, out, profile), log)
-    _kill_when(proc, lambda: images.is_dir() and len(list(images.glob("*.bmp"))) >= 3, log)
+    proc = start_job(["deffiller", *_generate_args(reference, masks, out, profile)], log)
+    kill_when(proc, lambda: images.is_dir() and len(list(images.glob("*.bmp"))) >= 3, log)
     before = {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in images.glob("*.bmp")}
     assert 3 <= len(before) < 24
     (images / ".Sc_24.bmp.a1b2c3.tmp.bmp").write_bytes(b"BM half")  # a kill inside a write leaves this

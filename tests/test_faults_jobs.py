@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from killed_jobs import kill_when, start_job
 
 from deffiller.cli import main
 from deffiller.utils.io import TEMP_NAME
@@ -40,31 +38,11 @@ def _profile(folder: Path, **sections) -> Path:
     return path
 
 
-def _start(args, log: Path, env: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
-    with open(log, "wb") as fh:  # a session of its own: the kill reaches the job's children too
-        return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill_when(proc: subprocess.Popen, ready, log: Path, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"the job ended (status {proc.returncode}) before it could be killed:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"the job did not get far enough in {timeout} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-
-
 def _temps(folder: Path) -> list[str]:
     return [str(p.relative_to(folder)) for p in folder.rglob("*") if TEMP_NAME.fullmatch(p.name)]
 
 
-# --- detector training -------------------------------------------------------------------------------------------------
+# --- detector training ------------------------------------------------------------------------------------------------
 
 DETECT_STEPS = 9  # 6 pairs in batches of 2: 3 epochs of 3 steps, so the kill and the resume cross epochs
 
@@ -81,9 +59,9 @@ def test_sigkill_mid_detector_training_then_resume_equals_an_uninterrupted_run(d
     assert main(_detect_args(profile, data, reference)) == 0
 
     out, log = tmp_path / "killed", tmp_path / "killed.log"
-    proc = _start(["deffiller", *_detect_args(profile, data, out)], log)
+    proc = start_job(["deffiller", *_detect_args(profile, data, out)], log)
     metrics = out / "metrics.jsonl"
-    _kill_when(proc, lambda: metrics.is_file() and metrics.read_text().count("\n") >= 4, log)
+    kill_when(proc, lambda: metrics.is_file() and metrics.read_text().count("\n") >= 4, log)
     assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()  # killed mid-run
     killed_at = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
     assert 3 <= killed_at < DETECT_STEPS
@@ -100,7 +78,7 @@ def test_sigkill_mid_detector_training_then_resume_equals_an_uninterrupted_run(d
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-# --- the notebook runner (run_all.sh) ----------------------------------------------------------------------------------
+# --- the notebook runner (run_all.sh) ---------------------------------------------------------------------------------
 
 def _notebook(path: Path, body: str) -> None:
     import nbformat
@@ -139,11 +117,11 @@ def test_sigkill_mid_notebook_then_rerun_redoes_only_the_killed_one(tmp_path, mo
 
     flag.touch()  # a forced rerun of 02, killed mid-notebook: its stamp of the finished first run must not survive
     log = tmp_path / "runner.log"
-    proc = _start(["deffiller.reporting.runner", "--profile", "tiny", "--notebooks", str(notebooks), "--only", "02",
+    proc = start_job(["deffiller.reporting.runner", "--profile", "tiny", "--notebooks", str(notebooks), "--only", "02",
                    "--force"], log,
                   {"DEFFILLER_CONFIGS": str(configs), "DEFFILLER_DATASET": str(tmp_path / "no-dataset")})
     try:
-        _kill_when(proc, lambda: not flag.exists(), log, timeout=120)
+        kill_when(proc, lambda: not flag.exists(), log, timeout=120)
     finally:  # papermill starts the kernel in a session of its own: the kill of the runner's group misses it
         if kernel_pid.is_file():
             try:
@@ -159,7 +137,7 @@ def test_sigkill_mid_notebook_then_rerun_redoes_only_the_killed_one(tmp_path, mo
     assert sorted(p.name for p in figures.iterdir()) == ["t01.csv", "t01.md", "t02.csv", "t02.md"]
 
 
-# --- mask sampling -----------------------------------------------------------------------------------------------------
+# --- mask sampling ----------------------------------------------------------------------------------------------------
 
 def test_masks_sample_rerun_removes_temporaries_of_killed_writes_and_keeps_finished_masks(data, tmp_path, capsys):
     profile = _profile(tmp_path, masks={"max_steps": 2, "sampling_steps": 2})
@@ -182,7 +160,7 @@ def test_masks_sample_rerun_removes_temporaries_of_killed_writes_and_keeps_finis
                for folder in folders)
 
 
-# --- AdaBLDM -----------------------------------------------------------------------------------------------------------
+# --- AdaBLDM ----------------------------------------------------------------------------------------------------------
 
 def test_adabldm_resume_under_another_config_names_the_checkpoint(data, tmp_path, monkeypatch, capsys):
     from deffiller.baselines.adabldm import train as adabldm_train
