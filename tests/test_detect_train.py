@@ -10,10 +10,11 @@ import torch
 from deffiller.cli import main
 from deffiller.config import load_profile
 from deffiller.data.layout import load_pairs
-from deffiller.data.splits import standard_split, write_manifest
+from deffiller.data.splits import standard_split, substitution_split, write_manifest
 from deffiller.data.synth import synthesize
 from deffiller.detection.nets.minet import MINet
-from deffiller.detection.protocols import expansion, substitution
+from deffiller.detection.predict import load_detector
+from deffiller.detection.protocols import expansion, substitution, substitution_pairs
 from deffiller.detection.registry import Preprocess, TrainDefaults, create_detector, list_detectors
 from deffiller.detection.train import DetectConfig, lr_at, make_optimizer, scaled_preprocess, train_detector
 from deffiller.errors import DefFillerError
@@ -53,6 +54,10 @@ def test_train_predict_eval_round_trip(synth_dataset, tmp_path, capsys):
     written = sorted(p.name for p in maps.iterdir())
     assert written == sorted(p.stem + ".png" for p in images.iterdir())
     assert read_image(maps / "In_1.png").shape == (200, 200)
+    assert load_detector("minet", run / "model.pt").preprocess.test_size == 64  # tested at the size it was trained at
+    plain = tmp_path / "plain.pt"
+    torch.save(torch.load(run / "model.pt", weights_only=False)["model"], plain)
+    assert load_detector("minet", plain).preprocess == MINet.preprocess  # a bare state dict: the official pipeline
 
     capsys.readouterr()
     assert main(["detect", "eval", "--pred", str(maps), "--gt", str(synth_dataset / "Ground truth"), "--json"]) == 0
@@ -141,6 +146,17 @@ def test_protocols_on_a_tiny_dataset(tmp_path):
 
     again = substitution(real, {"synthetic": generated}, profile, tmp_path / "out", nets=["minet"])
     assert again.equals(table5)  # cached scores: no retraining
+
+
+def test_substitution_can_cut_its_training_side_per_class(tmp_path):
+    real = synthesize(tmp_path / "real", per_class=5, seed=0)
+    generated = synthesize(tmp_path / "gen", per_class=5, seed=7)
+    profile = load_profile("tiny", {"detect.max_steps": 1, "data.per_class": None, "detect.substitution_per_class": 2})
+    split, full = substitution_pairs(real, profile), substitution_split(load_pairs(real))
+    assert [p.name.split("_")[0] for p in split["train"]] == ["In", "In", "Pa", "Pa", "Sc", "Sc"]
+    assert set(split["train"]) < set(full["train"]) and split["test"] == full["test"]
+    table5 = substitution(real, {"synthetic": generated}, profile, tmp_path / "out", nets=["minet"])
+    assert list(table5["n_train"]) == [6, 6] and list(table5["n_test"]) == [3, 3]
 
 
 def test_substitution_needs_an_image_per_training_mask(tmp_path):

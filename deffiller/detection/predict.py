@@ -54,7 +54,8 @@ def output_map(logits: torch.Tensor, pre: Preprocess, size: tuple[int, int]) -> 
 
 def load_detector(net: str, weights, device: str = "cpu") -> Detector:
     """A registered network with trained weights: a `deffiller detect train` checkpoint or a plain state dict
-    (official checkpoints are converted when the network provides `convert_state_dict`)."""
+    (official checkpoints are converted when the network provides `convert_state_dict`). A checkpoint's recorded input
+    pipeline replaces the official one, so a network trained at a profile's `detect.input_size` is tested at it."""
     path = Path(weights)
     if not path.is_file():
         raise DefFillerError(f"{path}: weights file not found; train one with `deffiller detect train --net {net}`")
@@ -63,9 +64,11 @@ def load_detector(net: str, weights, device: str = "cpu") -> Detector:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise DefFillerError(f"{path}: cannot read weights ({exc}); the file is corrupt or not a torch checkpoint") from exc
+    trained_pipeline = None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         if state.get("net", net) != net:
             raise DefFillerError(f"{path}: checkpoint of {state['net']!r}, not {net!r}; pass --net {state['net']}")
+        trained_pipeline = state.get("preprocess")
         state = state["model"]
     own = set(model.state_dict())
     if set(state) != own and hasattr(model, "convert_state_dict"):
@@ -80,6 +83,8 @@ def load_detector(net: str, weights, device: str = "cpu") -> Detector:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise DefFillerError(f"{path}: weights do not fit {net}: {str(exc).splitlines()[-1].strip()}") from exc
+    if trained_pipeline:  # test at the sizes it was trained with (a profile's detect.input_size)
+        model.preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in trained_pipeline.items()})
     return fuse_conv_bn(model.eval()).to(device, memory_format=torch.channels_last)
 
 

@@ -122,12 +122,24 @@ def _protocol(name, split, make_train, generated: dict, profile: Profile, out, n
     return frame[columns + [c for c in frame.columns if c not in columns]]
 
 
+def substitution_pairs(real_root, profile: Profile) -> dict[str, list[Pair]]:
+    """The 9:1 split of data substitution, its training side cut to `detect.substitution_per_class` pairs per class
+    (the first ones of the seeded split); the test side is never cut."""
+    split = substitution_split(load_pairs(real_root, per_class=profile.data.per_class), profile.seed)
+    cap = profile.section(DetectConfig).substitution_per_class
+    if cap is not None:
+        train = []
+        for label in sorted({p.label for p in split["train"]}):
+            train += [p for p in split["train"] if p.label == label][:cap]
+        split["train"] = train
+    return split
+
+
 def substitution(real_root, generated: dict[str, str | Path], profile: Profile, out, nets=None,
                  filter_generated: bool = False, keep_weights: bool = False) -> pd.DataFrame:
     """Table 5: one row per (network, method); `generated` maps a method name to its folder of images named like
-    the real masks (the method's output for the real masks)."""
-    pairs = load_pairs(real_root, per_class=profile.data.per_class)
-    return _protocol("substitution", substitution_split(pairs, profile.seed), substitute_images, generated,
+    the real masks (the method's output for the training masks of `substitution_pairs`)."""
+    return _protocol("substitution", substitution_pairs(real_root, profile), substitute_images, generated,
                      profile, out, nets, filter_generated, keep_weights)
 
 

@@ -45,6 +45,7 @@ class DetectConfig:
     backbone_weights: dict = field(default_factory=dict)  # net -> local ImageNet weights file (absent = from scratch)
     checkpoint_every: int = 500  # steps
     eval_batch_size: int = 8
+    substitution_per_class: int | None = None  # training masks per class substituted, 9:1 side (None = all, the paper)
     filter_iou: float = 0.6  # generated pairs kept when a real-data detector finds their mask with IoU >= this
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -204,7 +205,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
                 log.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                if step % cfg.checkpoint_every == 0 or step == total:
+                if step % cfg.checkpoint_every == 0 and step < total:  # at the end model.pt is written instead
                     _save_checkpoint(checkpoint_path, net, model, optimizer, step)
                 if step >= total:
                     break

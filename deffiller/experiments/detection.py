@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -10,10 +11,9 @@ import seaborn as sns
 
 from deffiller.baselines.adabldm import generate_adabldm
 from deffiller.config import Profile
-from deffiller.data.layout import MASK_DIRS, load_pairs
-from deffiller.data.splits import substitution_split
+from deffiller.data.layout import MASK_DIRS
 from deffiller.detection.metrics import METRICS
-from deffiller.detection.protocols import expansion, substitution
+from deffiller.detection.protocols import expansion, substitution, substitution_pairs
 from deffiller.detection.registry import Detector
 from deffiller.detection.train import DetectConfig
 from deffiller.experiments import baselines, generation
@@ -45,11 +45,13 @@ def _paper_names(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def substitution_masks(profile: Profile, source) -> tuple:
-    """The training masks of the 9:1 split, copied into one folder the generators can take."""
-    split = substitution_split(load_pairs(source.root, per_class=profile.data.per_class), profile.seed)
+def substitution_masks(profile: Profile, source) -> Path:
+    """The training masks of data substitution, copied into one folder the generators can take."""
+    split = substitution_pairs(source.root, profile)
     folder = profile.path("outputs") / "substitution_masks"
-    if not folder.is_dir():
+    masks = folder / MASK_DIRS[0]
+    if not masks.is_dir() or {p.name for p in masks.iterdir()} != {p.mask.name for p in split["train"]}:
+        shutil.rmtree(folder, ignore_errors=True)  # made for other settings (detect.substitution_per_class)
         staging = folder.with_name(".substitution_masks.partial")
         shutil.rmtree(staging, ignore_errors=True)
         (staging / MASK_DIRS[0]).mkdir(parents=True)
