@@ -106,12 +106,15 @@ def load_pairs(root, prefixes: dict[str, str] = CLASS_PREFIXES, per_class: int |
         raise DefFillerError(f"{root}: {len(problems)} problem(s):\n{listed}{more}\nRun `deffiller data check {root}`.")
     if not pairs:
         raise DefFillerError(f"{root}: no image/mask pairs found")
-    if per_class is not None:
-        counts: dict[str, int] = {}
-        kept = []
-        for pair in pairs:
-            counts[pair.label] = counts.get(pair.label, 0) + 1
-            if counts[pair.label] <= per_class:
-                kept.append(pair)
-        pairs = kept
-    return pairs
+    return pairs if per_class is None else first_per_class(pairs, per_class)
+
+
+def first_per_class(pairs: list[Pair], n: int) -> list[Pair]:
+    """The first `n` pairs of each class, in their order."""
+    counts: dict[str, int] = {}
+    kept = []
+    for pair in pairs:
+        counts[pair.label] = counts.get(pair.label, 0) + 1
+        if counts[pair.label] <= n:
+            kept.append(pair)
+    return kept

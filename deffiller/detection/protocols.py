@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from deffiller.config import Profile
-from deffiller.data.layout import Pair, find_dataset, load_pairs
+from deffiller.data.layout import Pair, find_dataset, first_per_class, load_pairs
 from deffiller.data.masks import binarize
 from deffiller.data.splits import expansion_split, substitution_split
 from deffiller.detection.metrics import METRICS, SaliencyMetrics
@@ -128,10 +128,7 @@ def substitution_pairs(real_root, profile: Profile) -> dict[str, list[Pair]]:
     split = substitution_split(load_pairs(real_root, per_class=profile.data.per_class), profile.seed)
     cap = profile.section(DetectConfig).substitution_per_class
     if cap is not None:
-        train = []
-        for label in sorted({p.label for p in split["train"]}):
-            train += [p for p in split["train"] if p.label == label][:cap]
-        split["train"] = train
+        split["train"] = first_per_class(split["train"], cap)
     return split
 
 

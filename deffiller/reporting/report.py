@@ -27,10 +27,10 @@ PROFILE_NOTES = {
             "models trained for a handful of steps at 64 px. Its numbers measure nothing about the method.",
     "smoke": "The `smoke` profile runs the whole paper on 2 CPU cores: small models trained briefly from scratch at 64 px, and "
              "miniature stand-ins for the SD-1.4 and GLIGEN-sem priors pretrained briefly on broad synthetic data. "
-             "FID is computed on few images (biased upward below 2048 samples; KID is reported beside it). The detectors train 6 steps at 64 px, "
-             "so data substitution generates images for 40 of the 270 training masks per class and trains on those "
-             "(`detect.substitution_per_class`; the test split is whole). Compare orderings and trends with the paper, "
-             "not absolute values.",
+             "FID is computed on few images (biased upward below 2048 samples; KID is reported beside it). The detectors "
+             "train a few steps at 64 px, so data substitution generates and trains on only the first "
+             "`detect.substitution_per_class` training masks per class (the test split is whole). Compare orderings "
+             "and trends with the paper, not absolute values.",
     "paper": "The `paper` profile uses the real SD-1.4 and GLIGEN-sem weights and the paper's hyperparameters.",
 }
 IMPLEMENTATION_NOTES = [
