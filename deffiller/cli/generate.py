@@ -19,11 +19,9 @@ def register(parser):
 
 
 def _generate(args):
-    import os
+    from deffiller.utils.threads import set_torch_threads
 
-    import torch
-
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // 2))
+    set_torch_threads(args.threads)
     from deffiller.config import load_profile
     from deffiller.pipelines.deffiller import SampleConfig
     from deffiller.pipelines.generate import generate_from_masks

@@ -47,6 +47,8 @@ class DetectConfig:
     eval_batch_size: int = 8
     substitution_per_class: int | None = None  # training masks per class substituted, 9:1 side (None = all, the paper)
     filter_iou: float = 0.6  # generated pairs kept when a real-data detector finds their mask with IoU >= this
+    seeds: dict = field(default_factory=dict)  # net -> runs per row of Tables 5/8 (seeds: profile's +0, +1, ...)
+    short_training: tuple[str, ...] = ()  # nets whose budget here is too short to converge: their rows say so
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
 

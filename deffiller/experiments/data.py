@@ -13,10 +13,13 @@ from deffiller.data.synth import synth_pair
 from deffiller.reporting.figures import image_grid, pairs_rows
 from deffiller.reporting.outputs import Outputs
 from deffiller.utils.io import read_image
+from deffiller.utils.threads import set_torch_threads
 
 
 def start(profile: Profile, notebook: str) -> tuple[DatasetSource, Outputs]:
-    """The dataset of the profile and an Outputs that records it (every notebook starts here)."""
+    """The dataset of the profile and an Outputs that records it (every notebook starts here); torch's threads are set
+    as the CLI sets them, so every notebook kernel uses the same count."""
+    set_torch_threads()
     source = resolve_dataset(profile)
     outputs = Outputs(profile, notebook, data={"root": str(source.root), "synthetic": source.synthetic}, banner=source.banner)
     return source, outputs

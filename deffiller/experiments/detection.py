@@ -12,8 +12,7 @@ import seaborn as sns
 from deffiller.baselines.adabldm import generate_adabldm
 from deffiller.config import Profile
 from deffiller.data.layout import MASK_DIRS
-from deffiller.detection.metrics import METRICS
-from deffiller.detection.protocols import expansion, substitution, substitution_pairs
+from deffiller.detection.protocols import expansion, seed_table, substitution, substitution_pairs
 from deffiller.detection.registry import Detector
 from deffiller.detection.train import DetectConfig
 from deffiller.experiments import baselines, generation
@@ -45,6 +44,14 @@ def _paper_names(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _detector_tables(outputs: Outputs, name: str, runs: pd.DataFrame, profile: Profile, caption: str) -> None:
+    """`name`: mean and sample std over seeds per (network, method), with notes; `<name>_detail`: every run."""
+    table = seed_table(runs, profile.section(DetectConfig).short_training)
+    outputs.table(name, _paper_names(table), f"{caption}: mean over seeds, std = sample std over seeds")
+    outputs.table(f"{name}_detail", _paper_names(runs), f"{caption}, every run (seed) with mean/weighted F and the "
+                  "train/test counts")
+
+
 def substitution_masks(profile: Profile, source) -> Path:
     """The training masks of data substitution, copied into one folder the generators can take."""
     split = substitution_pairs(source.root, profile)
@@ -61,9 +68,10 @@ def substitution_masks(profile: Profile, source) -> Path:
     return folder
 
 
-def fig7(frame: pd.DataFrame):
+def fig7(runs: pd.DataFrame):
+    """S per network and method: the mean over seeds, with the seeds' std as error bar where there are several."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    sns.barplot(frame, x="network", y="S", hue="method", ax=ax)
+    sns.barplot(runs, x="network", y="S", hue="method", errorbar="sd", ax=ax)
     ax.set_ylabel("S-measure")
     ax.set_ylim(0, 1)
     fig.tight_layout()
@@ -77,12 +85,11 @@ def substitution_run(profile: Profile) -> Outputs:
     deffiller = generation.generate(profile, init, masks, f"deffiller_{init}_substitution")
     adabldm = baselines.generated(profile, "adabldm_substitution")
     generate_adabldm(baselines.run_dir(profile, "adabldm"), masks, adabldm, seed=profile.seed, progress=False)
-    frame = _paper_names(substitution(source.root, {"AdaBLDM": adabldm, "DefFiller": deffiller}, profile,
-                                      profile.path("outputs") / "detection"))
+    runs = substitution(source.root, {"AdaBLDM": adabldm, "DefFiller": deffiller}, profile,
+                        profile.path("outputs") / "detection")
     outputs.table("table4", settings_table(profile), "Training settings of the detection models (this run)")
-    outputs.table("table5", frame[["network", "method", *METRICS]], "Detection before and after data substitution (9:1)")
-    outputs.table("table5_detail", frame, "Table 5 with mean/weighted F and the train/test counts")
-    outputs.figure("fig7", fig7(frame))
+    _detector_tables(outputs, "table5", runs, profile, "Detection before and after data substitution (9:1)")
+    outputs.figure("fig7", fig7(_paper_names(runs)))
     outputs.finish()
     return outputs
 
@@ -93,8 +100,7 @@ def expansion_run(profile: Profile) -> Outputs:
     generated = {"DFMGAN": baselines.generated(profile, "dfmgan_new"),
                  "AdaBLDM": baselines.generated(profile, "adabldm_new"),
                  "DefFiller": generation.generated(profile, f"deffiller_{init}_new")}
-    frame = _paper_names(expansion(source.root, generated, profile, profile.path("outputs") / "detection"))
-    outputs.table("table8", frame[["network", "method", *METRICS]], "Detection before and after data expansion (1:5)")
-    outputs.table("table8_detail", frame, "Table 8 with mean/weighted F and the train/test counts")
+    runs = expansion(source.root, generated, profile, profile.path("outputs") / "detection")
+    _detector_tables(outputs, "table8", runs, profile, "Detection before and after data expansion (1:5)")
     outputs.finish()
     return outputs
