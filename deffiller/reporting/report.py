@@ -1,15 +1,28 @@
-"""`figures/<profile>/report.md` and `report.html`: every regenerated table beside the paper's numbers, every
-figure, the provenance of each notebook, and plain words on what differs from the paper and why."""
+"""`figures/<profile>/report.md` and `report.html`: the paper's claims checked on this run, every regenerated table
+beside the paper's numbers, every figure, the provenance of each notebook, and plain words on what differs from the
+paper and why."""
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
 from deffiller.config import Profile
+from deffiller.errors import DefFillerError
+from deffiller.reporting.claims import claims_markdown, read_table
 from deffiller.reporting.paper import paper_caption, paper_table
 from deffiller.utils.io import write_text
+
+
+@dataclass
+class ReportConfig:
+    SECTION: ClassVar[str] = "report"
+    note: str = ""  # what the profile is and can show; fields like {data[image_size]} are filled in from the profile
+
 
 TABLES = [f"table{i}" for i in range(1, 9)]
 FIGURES = {
@@ -22,17 +35,6 @@ FIGURES = {
     "fig9": "Qualitative comparison, newly produced masks",
     "fig10": "Generation quality against training time",
 }
-PROFILE_NOTES = {
-    "tiny": "The `tiny` profile checks that the pipeline runs end to end: a few images per class, random-init miniature "
-            "models trained for a handful of steps at 64 px. Its numbers measure nothing about the method.",
-    "smoke": "The `smoke` profile runs the whole paper on 2 CPU cores: small models trained briefly from scratch at 64 px, and "
-             "miniature stand-ins for the SD-1.4 and GLIGEN-sem priors pretrained briefly on broad synthetic data. "
-             "FID is computed on few images (biased upward below 2048 samples; KID is reported beside it). The detectors "
-             "train a few steps at 64 px, so data substitution generates and trains on only the first "
-             "`detect.substitution_per_class` training masks per class (the test split is whole). Compare orderings "
-             "and trends with the paper, not absolute values.",
-    "paper": "The `paper` profile uses the real SD-1.4 and GLIGEN-sem weights and the paper's hyperparameters.",
-}
 IMPLEMENTATION_NOTES = [
     "Where the paper and the official code disagree we follow the code: two tanh gates per fuser (the paper writes one), "
     "the ConvNeXt backbone of the mask encoder is trained in full, the `conv_in` bias stays frozen, the unconditional CFG "
@@ -44,14 +46,15 @@ IMPLEMENTATION_NOTES = [
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, floatfmt="g")
+    """Empty cells (no value: one seed's std, an empty note, a '-' of the paper) stay empty, not 'nan'."""
+    return frame.astype(object).where(frame.notna(), "").to_markdown(index=False, floatfmt="g")
 
 
 def table_section(folder: Path, name: str) -> str:
     parts = [f"### {name.replace('table', 'Table ')}: {paper_caption(name)}"]
     ours = folder / f"{name}.csv"
     if ours.is_file():
-        parts += ["**This run**", _markdown_table(pd.read_csv(ours))]
+        parts += ["**This run**", _markdown_table(read_table(ours))]
     else:
         parts.append("_Not produced by this run (its notebook has not run or failed; see the run summary)._")
     parts += ["**Paper**", _markdown_table(paper_table(name))]
@@ -69,6 +72,16 @@ def provenance_section(folder: Path) -> str:
     return _markdown_table(pd.DataFrame(rows)) if rows else "_No provenance recorded yet._"
 
 
+def profile_note(profile: Profile) -> str:
+    """The profile's `report.note`, its `{section[key]}` fields filled in from the profile."""
+    note = profile.section(ReportConfig).note
+    try:
+        return note.format(data=dataclasses.asdict(profile.data), **profile.raw)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DefFillerError(f"config {profile.name}.report.note: cannot fill in {exc}; write fields as "
+                             "{section[key]}, e.g. {data[image_size]}, with sections and keys of the profile") from exc
+
+
 def build_report(profile: Profile) -> tuple[Path, Path]:
     import markdown
 
@@ -76,8 +89,10 @@ def build_report(profile: Profile) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     banners = {json.loads(p.read_text()).get("banner") for p in folder.glob("provenance_*.json")} - {"", None}
     lines = [f"# DefFiller reproduction report: profile `{profile.name}`", *(f"> **{b}**" for b in sorted(banners)),
-             "## What differs from the paper, and why", PROFILE_NOTES.get(profile.name, ""),
-             *(f"- {note}" for note in IMPLEMENTATION_NOTES), "## Tables", *(table_section(folder, t) for t in TABLES),
+             "## What differs from the paper, and why", profile_note(profile),
+             *(f"- {note}" for note in IMPLEMENTATION_NOTES),
+             "## Claims of the paper, checked on this run", claims_markdown(folder),
+             "## Tables", *(table_section(folder, t) for t in TABLES),
              "## Figures"]
     for name, caption in FIGURES.items():
         image = folder / f"{name}.png"
