@@ -1,0 +1,45 @@
+"""Torch's CPU threads are chosen in one place, the same way by the CLI and by every notebook kernel."""
+import os
+
+import pytest
+import torch
+
+import deffiller.utils.threads as threads
+from deffiller.cli import main
+from deffiller.config import load_profile
+from deffiller.experiments.data import start
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_half_the_cores_unless_told(monkeypatch, restore_threads):
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert threads.set_torch_threads() == 3 == torch.get_num_threads()
+    assert threads.set_torch_threads(2) == 2 == torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert threads.set_torch_threads() == 1
+
+
+def test_notebook_start_sets_threads_as_the_cli(monkeypatch, restore_threads, synth_dataset, tmp_path):
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    monkeypatch.setenv("DEFFILLER_DATASET", str(synth_dataset))
+    torch.set_num_threads(1)
+    source, _ = start(load_profile("tiny", {"paths.figures": str(tmp_path)}), "00_test")
+    assert torch.get_num_threads() == 3 and source.root == synth_dataset
+
+
+@pytest.mark.parametrize("command", [["generate", "--masks", "m", "--out", "o"], ["train", "--out", "o"]])
+def test_cli_commands_use_the_helper(monkeypatch, tmp_path, command):
+    calls = []
+    monkeypatch.setattr(threads, "set_torch_threads", calls.append)
+    monkeypatch.chdir(tmp_path)
+    args = [*command, "--threads", "2", "--profile", str(tmp_path / "absent.yaml")]
+    if command[0] == "generate":
+        args += ["--model", "absent"]
+    assert main(args) == 2  # stops at the missing profile, after choosing threads
+    assert calls == [2]
