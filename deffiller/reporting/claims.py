@@ -20,7 +20,7 @@ RULE = (
     "Each claim is a difference between rows that is positive when the claim holds. It **holds** when that margin is "
     "positive and at least twice the spread, **does not hold** when it is negative (or zero) and at least twice the "
     "spread in size, and is **not separable** when it is smaller than twice the spread: noise could explain it. "
-    "Spread of an FID: the absolute difference between the main DefFiller model sampled with two seeds "
+    "Spread of an FID: the absolute difference between the FIDs of the main DefFiller model sampled with two seeds "
     "(`fid_seeds.csv`), per class for a class, AVG for AVG. Spread of a detector comparison: the larger sample std "
     "over training seeds of the two rows; for an average over networks, the mean of the networks' spreads. Where only "
     f"one seed ran, the spread column says \"{NO_SPREAD}\" and the verdict is the margin's sign alone. A claim with "
@@ -102,7 +102,7 @@ def _label(key: str, value) -> str:
     """A row's name in the numbers column: `guidance 3` for a numeric key, the key value itself otherwise."""
     try:
         return f"{key} {float(value):g}"
-    except ValueError:
+    except (TypeError, ValueError):
         return str(value)
 
 
@@ -142,6 +142,8 @@ def _fid_claim(run: RunTables, name: str, text: str, column: str, check) -> dict
 
 def _others(frame: pd.DataFrame, key: str, *left_out) -> list:
     """The key values of the rows, without the `real` floor and `left_out` (numbers compared as numbers)."""
+    if key not in frame:
+        raise _Missing(f"no column {key}")
     return [v for v in frame[key] if not any(_matches(v, x) for x in ("real", *left_out))]
 
 
@@ -196,9 +198,10 @@ def _pair(frame: pd.DataFrame, network: str, method: str) -> tuple[float, float,
 
 def _networks(run: RunTables, name: str) -> list[str]:
     try:
-        return list(dict.fromkeys(run.table(name)["network"]))
+        frame = run.table(name)
     except _Missing:
         return ["every network"]
+    return list(dict.fromkeys(frame["network"])) if "network" in frame else ["every network"]
 
 
 def _detector_claim(run: RunTables, name: str, network: str, method: str, text: str, margin_of) -> dict:
