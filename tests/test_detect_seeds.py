@@ -12,7 +12,7 @@ from deffiller.data.synth import synthesize
 from deffiller.detection.protocols import IDENTICAL_NOTE, SHORT_NOTE, run_seeds, seed_table, substitution
 from deffiller.detection.train import DetectConfig
 from deffiller.errors import DefFillerError
-from deffiller.experiments.detection import _detector_tables
+from deffiller.experiments.detection import detector_tables
 from deffiller.reporting.claims import read_table
 from deffiller.reporting.outputs import Outputs
 
@@ -82,7 +82,7 @@ def test_substitution_trains_each_row_with_its_seeds_and_caches_each_run(tmp_pat
 def test_tables_5_and_8_follow_the_schema(tmp_path):
     profile = load_profile("tiny", {"paths.figures": str(tmp_path), "detect.short_training": ["csepnet"]})
     outputs = Outputs(profile, "08_substitution")
-    _detector_tables(outputs, "table5", runs([("minet", "None", 0, 0.7, 0.1), ("minet", "None", 1, 0.8, 0.2),
+    detector_tables(outputs, "table5", runs([("minet", "None", 0, 0.7, 0.1), ("minet", "None", 1, 0.8, 0.2),
                                               ("csepnet", "None", 0, 0.6, 0.1)]), profile, "Table 5")
     table = read_table(tmp_path / "table5.csv")
     assert list(table.columns) == ["network", "method", "S", "MAE", "maxE", "maxF", "S std", "MAE std", "maxE std",

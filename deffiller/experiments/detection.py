@@ -44,7 +44,7 @@ def _paper_names(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _detector_tables(outputs: Outputs, name: str, runs: pd.DataFrame, profile: Profile, caption: str) -> None:
+def detector_tables(outputs: Outputs, name: str, runs: pd.DataFrame, profile: Profile, caption: str) -> None:
     """`name`: mean and sample std over seeds per (network, method), with notes; `<name>_detail`: every run."""
     table = seed_table(runs, profile.section(DetectConfig).short_training)
     outputs.table(name, _paper_names(table), f"{caption}: mean over seeds, std = sample std over seeds")
@@ -88,7 +88,7 @@ def substitution_run(profile: Profile) -> Outputs:
     runs = substitution(source.root, {"AdaBLDM": adabldm, "DefFiller": deffiller}, profile,
                         profile.path("outputs") / "detection")
     outputs.table("table4", settings_table(profile), "Training settings of the detection models (this run)")
-    _detector_tables(outputs, "table5", runs, profile, "Detection before and after data substitution (9:1)")
+    detector_tables(outputs, "table5", runs, profile, "Detection before and after data substitution (9:1)")
     outputs.figure("fig7", fig7(_paper_names(runs)))
     outputs.finish()
     return outputs
@@ -101,6 +101,6 @@ def expansion_run(profile: Profile) -> Outputs:
                  "AdaBLDM": baselines.generated(profile, "adabldm_new"),
                  "DefFiller": generation.generated(profile, f"deffiller_{init}_new")}
     runs = expansion(source.root, generated, profile, profile.path("outputs") / "detection")
-    _detector_tables(outputs, "table8", runs, profile, "Detection before and after data expansion (1:5)")
+    detector_tables(outputs, "table8", runs, profile, "Detection before and after data expansion (1:5)")
     outputs.finish()
     return outputs
