@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from deffiller.config import Profile
+from deffiller.pipelines.deffiller import SampleConfig, guidance_form
 from deffiller.reporting.paper import paper_caption, paper_table
 from deffiller.utils.io import write_text
 
@@ -77,7 +78,8 @@ def build_report(profile: Profile) -> tuple[Path, Path]:
     banners = {json.loads(p.read_text()).get("banner") for p in folder.glob("provenance_*.json")} - {"", None}
     lines = [f"# DefFiller reproduction report: profile `{profile.name}`", *(f"> **{b}**" for b in sorted(banners)),
              "## What differs from the paper, and why", PROFILE_NOTES.get(profile.name, ""),
-             *(f"- {note}" for note in IMPLEMENTATION_NOTES), "## Tables", *(table_section(folder, t) for t in TABLES),
+             *(f"- {note}" for note in IMPLEMENTATION_NOTES),
+             f"- {guidance_form(profile.section(SampleConfig).uncond_grounding)}", "## Tables", *(table_section(folder, t) for t in TABLES),
              "## Figures"]
     for name, caption in FIGURES.items():
         image = folder / f"{name}.png"
