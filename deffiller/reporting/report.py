@@ -79,7 +79,8 @@ def build_report(profile: Profile) -> tuple[Path, Path]:
     lines = [f"# DefFiller reproduction report: profile `{profile.name}`", *(f"> **{b}**" for b in sorted(banners)),
              "## What differs from the paper, and why", PROFILE_NOTES.get(profile.name, ""),
              *(f"- {note}" for note in IMPLEMENTATION_NOTES),
-             f"- {guidance_form(profile.section(SampleConfig).uncond_grounding)}", "## Tables", *(table_section(folder, t) for t in TABLES),
+             f"- {guidance_form(profile.section(SampleConfig).uncond_grounding)}",
+             "## Tables", *(table_section(folder, t) for t in TABLES),
              "## Figures"]
     for name, caption in FIGURES.items():
         image = folder / f"{name}.png"
