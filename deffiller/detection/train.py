@@ -2,7 +2,8 @@
 
 One run = one network on one list of pairs, in its own folder: `checkpoint.pt` (atomic, every
 `checkpoint_every` steps and at the end, for `resume`), `model.pt` (final weights), `metrics.jsonl` (loss and
-lr per step), `summary.json` (settings, data, backbone, duration). The profile's `detect` section caps
+lr per step), `summary.json` (settings, data, backbone weights and their sha256, `train_seconds`: the wall time of the
+whole training, summed over resumes). The profile's `detect` section caps
 epochs / steps and can shrink the input size for tiny and smoke runs. A run killed at any moment and rerun with
 `resume` ends with the weights of an uninterrupted one: batches and augmentation are seeded per epoch (a resumed epoch
 replays its skipped batches' draws) and dropout per step.
@@ -13,7 +14,6 @@ import csv
 import json
 import math
 import random
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -30,6 +30,7 @@ from deffiller.data.splits import read_manifest
 from deffiller.detection.predict import normalize, resize
 from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, create_detector
 from deffiller.errors import DefFillerError
+from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
 from deffiller.utils.io import atomic_path, read_image, remove_stale_temps, write_json, write_text
 
 
@@ -156,7 +157,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
     total = epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, epochs * steps_per_epoch)
     optimizer = make_optimizer(model, defaults, weight_decay)
 
-    step, started = 0, time.time()
+    step, seconds_before = 0, 0.0
     if resume and checkpoint_path.exists():
         try:
             state = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -171,7 +172,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         except (RuntimeError, ValueError, KeyError) as exc:
             raise DefFillerError(f"{checkpoint_path}: written by another configuration ({str(exc).splitlines()[0]}); "
                                  f"resume with the settings the run was started with, or choose another --out") from exc
-        step = state["step"]
+        step, seconds_before = state["step"], state.get(SUMMARY_KEY)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a run killed inside a write
     log_path = out / "metrics.jsonl"
@@ -180,6 +181,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
     loader_seed = torch.Generator()
     dataset = SaliencyPairs(pairs, pre)
     model.train()
+    clock = TrainingClock(seconds_before)
     with tqdm(total=total, initial=step, desc=f"train {net}", unit="step") as bar, open(log_path, "a") as log:
         while step < total:
             epoch, skip = divmod(step, steps_per_epoch)
@@ -206,7 +208,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if step % cfg.checkpoint_every == 0 and step < total:  # at the end model.pt is written instead
-                    _save_checkpoint(checkpoint_path, net, model, optimizer, step)
+                    _save_checkpoint(checkpoint_path, net, model, optimizer, step, clock.seconds())
                 if step >= total:
                     break
     with atomic_path(weights) as tmp:
@@ -218,7 +220,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         "backbone": f"ImageNet weights from {backbone_weights}" if backbone_weights else
                     "none: trained from scratch (no ImageNet weights given)",
         "parameters": sum(p.numel() for p in model.parameters()), "device": device, "seed": seed,
-        "seconds_this_session": round(time.time() - started, 1),
+        SUMMARY_KEY: clock.seconds(),
     })
     checkpoint_path.unlink(missing_ok=True)  # the optimiser state is large (3x the weights for Adam)
     return weights
@@ -228,9 +230,10 @@ def _step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
-def _save_checkpoint(path: Path, net: str, model, optimizer, step: int) -> None:
+def _save_checkpoint(path: Path, net: str, model, optimizer, step: int, seconds: float | None) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"net": net, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+        torch.save({"net": net, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    SUMMARY_KEY: seconds}, tmp)
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -2,6 +2,8 @@
 dataset's masks and from the DDPM's new masks; DFMGAN (one model per class) draws its own mask/image pairs."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from deffiller.baselines.adabldm import generate_adabldm, train_adabldm
@@ -51,6 +53,9 @@ def run(profile: Profile) -> Outputs:
 
 
 def training_seconds_tree(folder) -> float:
-    """Sum of the training seconds logged under a baseline's run folder (one log per class or stage)."""
-    logs = [p for p in folder.rglob("*.jsonl")]
-    return sum(training_seconds(p.parent, p.name) for p in logs)
+    """Wall seconds of a baseline's whole training: the sum over the run summaries under its folder (DFMGAN: stage 1
+    and stage 2 of every class; AdaBLDM: every class); NaN when there is none or one recorded no time."""
+    from deffiller.training.loop import SUMMARY
+
+    summaries = sorted(Path(folder).rglob(SUMMARY))
+    return sum(training_seconds(path.parent) for path in summaries) if summaries else float("nan")
