@@ -28,8 +28,9 @@ from deffiller.data.layout import Pair, load_pairs
 from deffiller.data.masks import binarize
 from deffiller.data.splits import read_manifest
 from deffiller.detection.predict import normalize, resize
-from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, create_detector
+from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, backbone_arch, create_detector
 from deffiller.errors import DefFillerError
+from deffiller.models.backbones import torchvision_file
 from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
 from deffiller.utils.io import atomic_path, read_image, remove_stale_temps, write_json, write_text
 
@@ -43,7 +44,9 @@ class DetectConfig:
     batch_size: int | None = None  # None = the network's official batch size
     input_size: int | None = None  # None = official sizes; else the network input side (sizes rounded to x32)
     weight_decay: float | None = None  # None = Table 4 (MINet 5e-4 as in the paper; its official code uses 0)
-    backbone_weights: dict = field(default_factory=dict)  # net -> local ImageNet weights file (absent = from scratch)
+    # net -> ImageNet weights of its backbone: a torchvision weights name (IMAGENET1K_V1: torch hub's cache) or a file
+    backbone_weights: dict = field(default_factory=dict)  # absent = from scratch
+    backbone_download: bool = False  # fetch a named file missing from torch hub's cache through torchvision's API
     checkpoint_every: int = 500  # steps
     eval_batch_size: int = 8
     substitution_per_class: int | None = None  # training masks per class substituted, 9:1 side (None = all, the paper)
@@ -143,12 +146,10 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         raise DefFillerError(f"{out}: a run is already there; pass --resume to continue it or choose another --out")
     if resume and weights.exists() and not checkpoint_path.exists():
         return weights  # finished
-    backbone_weights = backbone_weights or cfg.backbone_weights.get(net)
-    if backbone_weights is not None and not Path(backbone_weights).is_file():
-        raise DefFillerError(f"{backbone_weights}: backbone weights file not found (or leave it out to train from scratch)")
+    backbone = backbone_file(net, backbone_weights or cfg.backbone_weights.get(net), cfg.backbone_download)
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
-    model = create_detector(net, backbone_weights=backbone_weights).to(device)
+    model = create_detector(net, backbone_weights=backbone and str(backbone.path)).to(device)
     defaults, pre = model.train_defaults, scaled_preprocess(model.preprocess, cfg.input_size)
     batch_size = cfg.batch_size or defaults.batch_size
     weight_decay = defaults.weight_decay if cfg.weight_decay is None else cfg.weight_decay
@@ -217,13 +218,23 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         "net": net, "steps": step, "epochs_planned": epochs, "steps_per_epoch": steps_per_epoch,
         "train_pairs": len(pairs), "batch_size": batch_size, "optimizer": defaults.optimizer, "lr": defaults.lr,
         "weight_decay": weight_decay, "schedule": defaults.schedule, "preprocess": asdict(pre),
-        "backbone": f"ImageNet weights from {backbone_weights}" if backbone_weights else
-                    "none: trained from scratch (no ImageNet weights given)",
+        "backbone": backbone.describe() if backbone else "none: trained from scratch (no ImageNet weights given)",
+        "backbone_sha256": backbone.sha256 if backbone else None,
         "parameters": sum(p.numel() for p in model.parameters()), "device": device, "seed": seed,
         SUMMARY_KEY: clock.seconds(),
     })
     checkpoint_path.unlink(missing_ok=True)  # the optimiser state is large (3x the weights for Adam)
     return weights
+
+
+def backbone_file(net: str, value: str | None, download: bool = False):
+    """The `BackboneFile` that `value` (a torchvision weights name or a path; None = from scratch) names for `net`."""
+    if value is None:
+        return None
+    arch = backbone_arch(net)
+    if arch is None:
+        raise DefFillerError(f"{net} has no pretrained backbone; remove its entry from detect.backbone_weights")
+    return torchvision_file(arch, str(value), download)
 
 
 def _step_seed(seed: int, step: int) -> int:
