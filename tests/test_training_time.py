@@ -112,6 +112,9 @@ def test_a_tree_of_fake_summaries_sums_and_unknown_times_stay_unknown(tmp_path):
     assert training_seconds_tree(tmp_path / "m") == sum(runs.values())
     (tmp_path / "m" / "patches" / "run_summary.json").write_text(json.dumps({"train_seconds": None}))
     assert math.isnan(training_seconds_tree(tmp_path / "m"))  # a run from before times were recorded
+    (tmp_path / "m" / "patches" / "run_summary.json").write_text(json.dumps({"train_seconds": 30.25}))
+    (tmp_path / "m" / "stage1" / "run_summary.json").unlink()  # a stage trained before summaries were written
+    assert math.isnan(training_seconds_tree(tmp_path / "m"))
     assert math.isnan(training_seconds_tree(tmp_path / "empty")) and math.isnan(training_seconds(tmp_path / "none"))
 
 

@@ -53,9 +53,10 @@ def run(profile: Profile) -> Outputs:
 
 
 def training_seconds_tree(folder) -> float:
-    """Wall seconds of a baseline's whole training: the sum over the run summaries under its folder (DFMGAN: stage 1
-    and stage 2 of every class; AdaBLDM: every class); NaN when there is none or one recorded no time."""
-    from deffiller.training.loop import SUMMARY
+    """Wall seconds of a baseline's whole training: the sum over the runs under its folder (DFMGAN: stage 1 and stage 2
+    of every class; AdaBLDM: every class), each from its run summary; NaN when there is no run, or a run (a folder with
+    a metrics log) has no summary or recorded no time."""
+    from deffiller.training.loop import METRICS, SUMMARY
 
-    summaries = sorted(Path(folder).rglob(SUMMARY))
-    return sum(training_seconds(path.parent) for path in summaries) if summaries else float("nan")
+    runs = {path.parent for name in (METRICS, SUMMARY) for path in Path(folder).rglob(name)}
+    return sum(training_seconds(run) for run in sorted(runs)) if runs else float("nan")

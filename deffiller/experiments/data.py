@@ -21,7 +21,7 @@ from deffiller.utils.io import read_image
 
 
 def start(profile: Profile, notebook: str) -> tuple[DatasetSource, Outputs]:
-    """The dataset of the profile and an Outputs that records it and the backbone weights (every notebook starts here)."""
+    """The dataset of the profile and an Outputs recording it and the backbone weights (every notebook starts here)."""
     source = resolve_dataset(profile)
     outputs = Outputs(profile, notebook, data={"root": str(source.root), "synthetic": source.synthetic}, banner=source.banner)
     outputs.weights.update(backbone_weights(profile))

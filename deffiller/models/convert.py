@@ -336,7 +336,8 @@ def load_sd_parts(profile, cfg: ModelConfig) -> DefFillerParts:
     for module in (vae, text_encoder):
         module.requires_grad_(False).eval()
     return DefFillerParts(unet, vae, text_encoder, tokenizer, {"unet": f"{folder} (+ new fusers, mask encoder, "
-                          f"downsampler)", "vae": str(folder), "text_encoder": str(folder), "mask_encoder_convnext": convnext})
+                          f"downsampler)", "vae": str(folder), "text_encoder": str(folder),
+                          "mask_encoder_convnext": convnext})
 
 
 def widen_and_load_sd_unet(unet: DefFillerUNet, sd_state: dict, where: str) -> None:

@@ -48,7 +48,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def fit(trainer: Trainer, steps: int, run_dir: Path, resume: bool, desc: str, progress: bool = True) -> dict:
-    """Run `trainer` to `steps` steps in `run_dir`, then write its `run_summary.json`; returns the last step's losses."""
+    """Run `trainer` to `steps` steps in `run_dir`, then write its `run_summary.json`; returns the last losses."""
     cfg, checkpoint, log_path = trainer.cfg, run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     seconds_before = 0.0
     if checkpoint.is_file():
@@ -79,7 +79,8 @@ def fit(trainer: Trainer, steps: int, run_dir: Path, resume: bool, desc: str, pr
                 log.flush()
             if trainer.step % cfg.checkpoint_every == 0 and trainer.step < steps:
                 save_state(checkpoint, {**trainer.state_dict(), SUMMARY_KEY: clock.seconds()})
-    write_json(run_dir / SUMMARY, {"steps": trainer.step, "batch": cfg.batch, "last": logs, SUMMARY_KEY: clock.seconds()})
+    write_json(run_dir / SUMMARY, {"steps": trainer.step, "batch": cfg.batch, "last": logs,
+                                   SUMMARY_KEY: clock.seconds()})
     return logs
 
 
