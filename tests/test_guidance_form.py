@@ -82,6 +82,16 @@ def test_profiles_default_to_the_official_sampler_and_the_report_line_names_the_
     assert "eq. 5" in guidance_form("mask") and "uncond_grounding: mask" in guidance_form("mask")
 
 
+def test_the_report_names_the_form_of_its_profile(tmp_path):
+    from deffiller.reporting.report import build_report
+
+    for form, words in ((None, "official sampler (`sample.uncond_grounding: null`)"),
+                        ("mask", "eq. 5 (`sample.uncond_grounding: mask`)")):
+        profile = tiny_profile(tmp_path, **{"paths.figures": str(tmp_path / str(form)), "sample.uncond_grounding": form})
+        markdown, _ = build_report(profile)
+        assert words in markdown.read_text()
+
+
 def test_cli_uncond_grounding_mask_differs_from_the_default(model_dir, tmp_path, capsys):
     for i, name in enumerate(["In_1", "Sc_2"]):
         save_image(tmp_path / "masks" / f"{name}.png", _mask(i))
