@@ -1,16 +1,13 @@
-"""CSEPNet and TSERNet: output contract, parameter counts against the official models, losses, edge ground truth,
-and loading ImageNet backbone weights from local files. Small inputs keep this fast on CPU (TSERNet is 237M
+"""CSEPNet and TSERNet: output contract, parameter counts against the official models, losses, edge ground truth
+(loading ImageNet backbone weights: tests/test_backbones.py). Small inputs keep this fast on CPU (TSERNet is 237M
 parameters: built once for the module)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
-from torchvision.models import resnet34
-from torchvision.models.vgg import cfgs, make_layers
 
 from deffiller.detection.registry import Detector, create_detector, list_detectors
-from deffiller.errors import DefFillerError
 from deffiller.detection.nets.csepnet import consistency_enhanced_loss
 from deffiller.detection.nets.tsernet import EDGE_INDEX, balanced_bce_loss, f_measure_loss, mask_edges
 
@@ -130,48 +127,6 @@ def test_loss_terms_reward_the_right_answer():
     miss_edges = balanced_bce_loss(torch.full_like(edges, -12.0), edges)
     miss_background = balanced_bce_loss(torch.full_like(edges, 12.0), edges)
     assert 0.5 < miss_edges / miss_background < 1.5
-
-
-def test_csepnet_loads_a_local_vgg16_bn_state_dict(tmp_path):
-    features = make_layers(cfgs["D"], batch_norm=True)
-    for p in features.parameters():
-        nn.init.uniform_(p)
-    state = {f"features.{k}": v for k, v in features.state_dict().items() if "num_batches_tracked" not in k}
-    state["classifier.6.weight"] = torch.zeros(3, 4)  # the classifier is ignored
-    torch.save(state, tmp_path / "vgg16_bn.pth")
-    net = create_detector("csepnet", backbone_weights=str(tmp_path / "vgg16_bn.pth"))
-    assert torch.equal(net.encoder[0].weight, features[0].weight)
-    assert torch.equal(net.encoder[41].running_var, features[41].running_var)
-
-
-def test_tsernet_loads_a_local_resnet34_state_dict(nets, tmp_path):
-    reference = resnet34()
-    torch.save(reference.state_dict(), tmp_path / "resnet34.pth")
-    net = nets["tsernet"]
-    net.load_backbone(str(tmp_path / "resnet34.pth"))
-    assert torch.equal(net.encoder1[0].conv1.weight, reference.layer1[0].conv1.weight)
-    assert torch.equal(net.encoder4[2].bn2.running_mean, reference.layer4[2].bn2.running_mean)
-
-
-def test_bad_backbone_files_give_clear_errors(nets, tmp_path):
-    with pytest.raises(DefFillerError, match="does not exist"):
-        create_detector("csepnet", backbone_weights=str(tmp_path / "absent.pth"))
-    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(DefFillerError, match="cannot read.*garbage.pth"):
-        create_detector("csepnet", backbone_weights=str(tmp_path / "garbage.pth"))
-    torch.save({"model": "vgg"}, tmp_path / "not_a_state_dict.pth")
-    with pytest.raises(DefFillerError, match="not a state dict"):
-        create_detector("csepnet", backbone_weights=str(tmp_path / "not_a_state_dict.pth"))
-    # weights of the other architecture
-    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"], batch_norm=True).state_dict().items()},
-               tmp_path / "vgg.pth")
-    with pytest.raises(DefFillerError, match="does not hold resnet34 weights.*missing"):
-        nets["tsernet"].load_backbone(str(tmp_path / "vgg.pth"))
-    small = make_layers(cfgs["D"], batch_norm=True)
-    small[0] = nn.Conv2d(1, 64, 3, padding=1)  # a one-channel first conv: wrong shape
-    torch.save({f"features.{k}": v for k, v in small.state_dict().items()}, tmp_path / "gray_vgg.pth")
-    with pytest.raises(DefFillerError, match="wrong shape.*features.0.weight"):
-        create_detector("csepnet", backbone_weights=str(tmp_path / "gray_vgg.pth"))
 
 
 @pytest.mark.parametrize("name, official, ours", [

@@ -4,12 +4,13 @@ from __future__ import annotations
 from deffiller.config import Profile
 from deffiller.data.layout import Pair
 from deffiller.errors import DefFillerError
-from deffiller.training.deffiller import training_pairs
+from deffiller.data.splits import training_pairs
 
 
 def training_set(profile: Profile, data=None, train_manifest=None, classes=None) -> tuple[list[Pair], str, list[str]]:
-    """(pairs, description, classes): the pairs of `data` or the train rows of `train_manifest` (default: the
-    profile's dataset), and `classes` (default: every class among them), checked against them."""
+    """(pairs, description, classes): the pairs of `data` or the train rows of a manifest (`train_manifest`, or `data`
+    when it is a .csv; default: the profile's dataset), and `classes` (default: every class among them), checked
+    against them."""
     pairs, described = training_pairs(profile, data, train_manifest)
     found = sorted({p.label for p in pairs})
     unknown = sorted(set(classes or ()) - set(found))

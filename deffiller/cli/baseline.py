@@ -49,7 +49,9 @@ def _method(sub, name: str, summary: str, description: str, *, train_help: str, 
     train.add_argument("--profile", default="tiny", help="tiny | smoke | paper or a YAML path (default tiny)")
     data = train.add_mutually_exclusive_group()
     data.add_argument("--data", help="dataset folder; all its pairs are used (default: the profile's dataset)")
-    data.add_argument("--train-manifest", help="manifest CSV; its train rows are used")
+    data.add_argument("--train-split", "--train-manifest", dest="train_manifest", metavar="CSV",
+                      help="split manifest CSV (e.g. a detection protocol's): only its train rows are used, so the "
+                      "model never sees that split's test pairs")
     train.add_argument("--out", dest="out_dir", metavar="OUT", help=f"model folder (default <outputs>/{name})")
     train.add_argument("--class", dest="classes", action="append", metavar="CLASS",
                        help=f"{class_help} (repeatable; default every class in the data)")

@@ -15,7 +15,8 @@ def register(parser):
     train.add_argument("--out", required=True, help="run folder (model.pt, metrics.jsonl, summary.json)")
     train.add_argument("--profile", default="smoke", help="tiny | smoke | paper or a YAML path (its `detect` section)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    train.add_argument("--backbone-weights", help="local torchvision ImageNet state dict of the backbone "
+    train.add_argument("--backbone-weights", help="ImageNet weights of the backbone: a torchvision weights name "
+                       "(IMAGENET1K_V1: the file in torch hub's cache) or a local torchvision state dict "
                        "(default: the profile's detect.backbone_weights; none = from scratch)")
     train.add_argument("--weight-decay", type=float, help="override Table 4's weight decay (MINet's official code: 0)")
     train.add_argument("--max-steps", type=int, help="override the profile's step cap")

@@ -13,12 +13,17 @@ def register(parser):
     parser.add_argument("--seed", type=int, help="an image depends only on the seed and its mask's name (default: profile seed)")
     parser.add_argument("--scheduler", choices=("pndm", "ddim", "dpm"), help="pndm = PLMS (the paper), ddim, dpm = DPM-Solver++")
     parser.add_argument("--batch-size", type=int, help="masks per batch (default sample.batch_size)")
+    parser.add_argument("--uncond-grounding", choices=("null", "mask"), help="unconditional guidance branch: null "
+                        "grounding tokens (the official sampler) or the mask tokens (the paper's eq. 5); default "
+                        "sample.uncond_grounding")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: half the cores; two threads "
                         "on two busy cores can be many times slower than one)")
     parser.set_defaults(func=_generate)
 
 
 def _generate(args):
+    import dataclasses
+
     from deffiller.utils.threads import set_torch_threads
 
     set_torch_threads(args.threads)
@@ -28,10 +33,13 @@ def _generate(args):
 
     profile = load_profile(args.profile)
     cfg = profile.section(SampleConfig)
+    if args.uncond_grounding is not None:
+        cfg = dataclasses.replace(cfg, uncond_grounding=None if args.uncond_grounding == "null" else "mask")
     pick = lambda value, default: default if value is None else value  # noqa: E731
     result = generate_from_masks(
         args.model, args.masks, args.out, guidance=pick(args.guidance, cfg.guidance), steps=pick(args.steps, cfg.steps),
         seed=pick(args.seed, profile.seed), scheduler=pick(args.scheduler, cfg.scheduler), class_name=args.class_name,
         batch_size=pick(args.batch_size, cfg.batch_size), source_size=profile.data.source_size, device=cfg.device, speed=cfg)
     print(f"{result['generated']} images generated, {result['kept']} kept from before ({result['scheduler']}, "
-          f"{result['steps']} steps, guidance {result['guidance']}, seed {result['seed']}) -> {result['out_dir']}")
+          f"{result['steps']} steps, guidance {result['guidance']}, unconditional grounding "
+          f"{result['uncond_grounding'] or 'null'}, seed {result['seed']}) -> {result['out_dir']}")

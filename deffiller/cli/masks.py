@@ -11,7 +11,9 @@ def register(parser):
     p.add_argument("--profile", default="smoke", help="tiny | smoke | paper or a YAML path, for its `masks` section (default smoke)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data", help="dataset folder; all its masks are used (default: the profile's dataset)")
-    data.add_argument("--train-manifest", help="manifest CSV; the masks of its train rows are used")
+    data.add_argument("--train-split", "--train-manifest", dest="train_manifest", metavar="CSV",
+                      help="split manifest CSV (e.g. a detection protocol's): only the masks of its train rows are "
+                      "used, so the model never sees that split's test masks")
     p.add_argument("--out", required=True, help="run folder: the model lands in OUT/model, checkpoints and logs beside it")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=_train)

@@ -9,7 +9,9 @@ def register(parser):
     parser.add_argument("--out", required=True, help="run folder: the model lands in OUT/model, checkpoints and logs beside it")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--data", help="dataset folder; all its pairs are used (default: the profile's dataset)")
-    data.add_argument("--train-manifest", help="manifest CSV; its train rows are used")
+    data.add_argument("--train-split", "--train-manifest", dest="train_manifest", metavar="CSV",
+                      help="split manifest CSV (e.g. a detection protocol's): only its train rows are used, so the "
+                      "model never sees that split's test pairs")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--steps", type=int, help="override train.max_steps")
     parser.add_argument("--seed", type=int, help="override the profile's seed")

@@ -4,6 +4,9 @@
   the published CSEPNet/TSERNet maps and the MINet checkpoint);
 - substitution (paper 4.3.2): 9:1 train:test, stratified by class, shuffled by seed;
 - expansion (paper 4.4.3): 1:5 train:test, stratified by class, shuffled by seed.
+
+Every generator (DefFiller, the mask DDPM, AdaBLDM, DFMGAN) can train on a split's train rows only
+(`training_pairs`), so that it never sees the pairs a detector is later tested on.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import csv
 import random
 from pathlib import Path
 
-from deffiller.data.layout import Pair
+from deffiller.data.layout import Pair, load_pairs
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import atomic_path
 
@@ -69,6 +72,33 @@ def write_manifest(path, pairs_by_split: dict[str, list[Pair]]) -> Path:
             for p in pairs:
                 writer.writerow((p.name, p.label, p.image.resolve(), p.mask.resolve(), split))
     return path
+
+
+def split_pairs(path, split: str = "train") -> list[Pair]:
+    """The `split` rows of a manifest that has a split column; all rows of one without (a plain list of pairs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DefFillerError(f"{path}: manifest not found; write one with `deffiller data split`")
+    with open(path, newline="", encoding="utf-8") as fh:
+        has_splits = "split" in (csv.DictReader(fh).fieldnames or ())
+    return read_manifest(path, split if has_splits else None)
+
+
+def training_pairs(profile, data=None, train_manifest=None) -> tuple[list[Pair], str]:
+    """(pairs, description) a generator trains on: the train rows of the manifest `train_manifest` (or `data` when it
+    is a .csv), all pairs of the dataset folder `data`, else the profile's dataset (`profile.data.per_class` caps the
+    folders, never a manifest)."""
+    if train_manifest is None and data is not None and Path(data).suffix.lower() == ".csv":
+        data, train_manifest = None, data
+    if train_manifest is not None:
+        return split_pairs(train_manifest), f"{train_manifest} (train rows)"
+    note = ""
+    if data is None:
+        from deffiller.data.source import resolve_dataset
+
+        source = resolve_dataset(profile)
+        data, note = source.root, f" [{source.banner}]" if source.synthetic else ""
+    return load_pairs(data, per_class=profile.data.per_class), f"{data}{note}"
 
 
 def read_manifest(path, split: str | None = None) -> list[Pair]:

@@ -69,15 +69,17 @@ class Detector(nn.Module):
 
 
 _BUILDERS: dict[str, Callable[..., Detector]] = {}
+_BACKBONES: dict[str, str | None] = {}
 
 
-def register_detector(name: str):
-    """Decorator registering `build(backbone_weights: str | None = None) -> Detector` under `name`."""
+def register_detector(name: str, backbone: str | None = None):
+    """Decorator registering `build(backbone_weights: str | None = None) -> Detector` under `name`; `backbone` names
+    the torchvision model whose ImageNet weights the network's `load_backbone` takes (None: no pretrained backbone)."""
 
     def decorate(build):
         if name in _BUILDERS and _BUILDERS[name] is not build:
             raise ValueError(f"detector {name!r} is registered twice")
-        _BUILDERS[name] = build
+        _BUILDERS[name], _BACKBONES[name] = build, backbone
         return build
 
     return decorate
@@ -99,6 +101,14 @@ def list_detectors() -> list[str]:
     for name in _network_modules():
         _load(name)
     return sorted(_BUILDERS)
+
+
+def backbone_arch(name: str) -> str | None:
+    """The torchvision model of `name`'s pretrained backbone (vgg16_bn, resnet34), None when it has none."""
+    _load(name)
+    if name not in _BUILDERS:
+        raise DefFillerError(f"unknown detector {name!r}; choose one of {list_detectors()}")
+    return _BACKBONES[name]
 
 
 def create_detector(name: str, backbone_weights: str | None = None) -> Detector:

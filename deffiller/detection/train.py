@@ -2,7 +2,8 @@
 
 One run = one network on one list of pairs, in its own folder: `checkpoint.pt` (atomic, every
 `checkpoint_every` steps and at the end, for `resume`), `model.pt` (final weights), `metrics.jsonl` (loss and
-lr per step), `summary.json` (settings, data, backbone, duration). The profile's `detect` section caps
+lr per step), `summary.json` (settings, data, backbone weights and their sha256, `train_seconds`: the wall time of the
+whole training, summed over resumes). The profile's `detect` section caps
 epochs / steps and can shrink the input size for tiny and smoke runs. A run killed at any moment and rerun with
 `resume` ends with the weights of an uninterrupted one: batches and augmentation are seeded per epoch (a resumed epoch
 replays its skipped batches' draws) and dropout per step.
@@ -13,7 +14,6 @@ import csv
 import json
 import math
 import random
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -28,8 +28,10 @@ from deffiller.data.layout import Pair, load_pairs
 from deffiller.data.masks import binarize
 from deffiller.data.splits import read_manifest
 from deffiller.detection.predict import normalize, resize
-from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, create_detector
+from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, backbone_arch, create_detector
 from deffiller.errors import DefFillerError
+from deffiller.models.backbones import torchvision_file
+from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
 from deffiller.utils.io import atomic_path, read_image, remove_stale_temps, write_json, write_text
 
 
@@ -42,7 +44,9 @@ class DetectConfig:
     batch_size: int | None = None  # None = the network's official batch size
     input_size: int | None = None  # None = official sizes; else the network input side (sizes rounded to x32)
     weight_decay: float | None = None  # None = Table 4 (MINet 5e-4 as in the paper; its official code uses 0)
-    backbone_weights: dict = field(default_factory=dict)  # net -> local ImageNet weights file (absent = from scratch)
+    # net -> ImageNet weights of its backbone: a torchvision weights name (IMAGENET1K_V1: torch hub's cache) or a file
+    backbone_weights: dict = field(default_factory=dict)  # absent = from scratch
+    backbone_download: bool = False  # fetch a named file missing from torch hub's cache through torchvision's API
     checkpoint_every: int = 500  # steps
     eval_batch_size: int = 8
     substitution_per_class: int | None = None  # training masks per class substituted, 9:1 side (None = all, the paper)
@@ -144,12 +148,10 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         raise DefFillerError(f"{out}: a run is already there; pass --resume to continue it or choose another --out")
     if resume and weights.exists() and not checkpoint_path.exists():
         return weights  # finished
-    backbone_weights = backbone_weights or cfg.backbone_weights.get(net)
-    if backbone_weights is not None and not Path(backbone_weights).is_file():
-        raise DefFillerError(f"{backbone_weights}: backbone weights file not found (or leave it out to train from scratch)")
+    backbone = backbone_file(net, backbone_weights or cfg.backbone_weights.get(net), cfg.backbone_download)
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
-    model = create_detector(net, backbone_weights=backbone_weights).to(device)
+    model = create_detector(net, backbone_weights=backbone and str(backbone.path)).to(device)
     defaults, pre = model.train_defaults, scaled_preprocess(model.preprocess, cfg.input_size)
     batch_size = cfg.batch_size or defaults.batch_size
     weight_decay = defaults.weight_decay if cfg.weight_decay is None else cfg.weight_decay
@@ -158,7 +160,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
     total = epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, epochs * steps_per_epoch)
     optimizer = make_optimizer(model, defaults, weight_decay)
 
-    step, started = 0, time.time()
+    step, seconds_before = 0, 0.0
     if resume and checkpoint_path.exists():
         try:
             state = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -173,7 +175,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         except (RuntimeError, ValueError, KeyError) as exc:
             raise DefFillerError(f"{checkpoint_path}: written by another configuration ({str(exc).splitlines()[0]}); "
                                  f"resume with the settings the run was started with, or choose another --out") from exc
-        step = state["step"]
+        step, seconds_before = state["step"], state.get(SUMMARY_KEY)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a run killed inside a write
     log_path = out / "metrics.jsonl"
@@ -182,6 +184,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
     loader_seed = torch.Generator()
     dataset = SaliencyPairs(pairs, pre)
     model.train()
+    clock = TrainingClock(seconds_before)
     with tqdm(total=total, initial=step, desc=f"train {net}", unit="step") as bar, open(log_path, "a") as log:
         while step < total:
             epoch, skip = divmod(step, steps_per_epoch)
@@ -208,7 +211,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if step % cfg.checkpoint_every == 0 and step < total:  # at the end model.pt is written instead
-                    _save_checkpoint(checkpoint_path, net, model, optimizer, step)
+                    _save_checkpoint(checkpoint_path, net, model, optimizer, step, clock.seconds())
                 if step >= total:
                     break
     with atomic_path(weights) as tmp:
@@ -217,22 +220,33 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         "net": net, "steps": step, "epochs_planned": epochs, "steps_per_epoch": steps_per_epoch,
         "train_pairs": len(pairs), "batch_size": batch_size, "optimizer": defaults.optimizer, "lr": defaults.lr,
         "weight_decay": weight_decay, "schedule": defaults.schedule, "preprocess": asdict(pre),
-        "backbone": f"ImageNet weights from {backbone_weights}" if backbone_weights else
-                    "none: trained from scratch (no ImageNet weights given)",
+        "backbone": backbone.describe() if backbone else "none: trained from scratch (no ImageNet weights given)",
+        "backbone_sha256": backbone.sha256 if backbone else None,
         "parameters": sum(p.numel() for p in model.parameters()), "device": device, "seed": seed,
-        "seconds_this_session": round(time.time() - started, 1),
+        SUMMARY_KEY: clock.seconds(),
     })
     checkpoint_path.unlink(missing_ok=True)  # the optimiser state is large (3x the weights for Adam)
     return weights
+
+
+def backbone_file(net: str, value: str | None, download: bool = False):
+    """The `BackboneFile` that `value` (a torchvision weights name or a path; None = from scratch) names for `net`."""
+    if value is None:
+        return None
+    arch = backbone_arch(net)
+    if arch is None:
+        raise DefFillerError(f"{net} has no pretrained backbone; remove its entry from detect.backbone_weights")
+    return torchvision_file(arch, str(value), download)
 
 
 def _step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
-def _save_checkpoint(path: Path, net: str, model, optimizer, step: int) -> None:
+def _save_checkpoint(path: Path, net: str, model, optimizer, step: int, seconds: float | None) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"net": net, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+        torch.save({"net": net, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    SUMMARY_KEY: seconds}, tmp)
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -2,6 +2,8 @@
 dataset's masks and from the DDPM's new masks; DFMGAN (one model per class) draws its own mask/image pairs."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from deffiller.baselines.adabldm import generate_adabldm, train_adabldm
@@ -51,6 +53,10 @@ def run(profile: Profile) -> Outputs:
 
 
 def training_seconds_tree(folder) -> float:
-    """Sum of the training seconds logged under a baseline's run folder (one log per class or stage)."""
-    logs = [p for p in folder.rglob("*.jsonl")]
-    return sum(training_seconds(p.parent, p.name) for p in logs)
+    """Wall seconds of a baseline's whole training: the sum over the runs under its folder (DFMGAN: stage 1 and stage 2
+    of every class; AdaBLDM: every class), each from its run summary; NaN when there is no run, or a run (a folder with
+    a metrics log) has no summary or recorded no time."""
+    from deffiller.training.loop import METRICS, SUMMARY
+
+    runs = {path.parent for name in (METRICS, SUMMARY) for path in Path(folder).rglob(name)}
+    return sum(training_seconds(run) for run in sorted(runs)) if runs else float("nan")

@@ -66,11 +66,14 @@ def example_names(folder: Path, classes, per_class: int) -> list[str]:
     return [s for label in classes for s in [x for x in stems if x.startswith(prefixes[label] + "_")][:per_class]]
 
 
-def training_seconds(run_dir: Path, metrics_name: str = "metrics.jsonl") -> float:
-    """Training time of a run: the sum of the per-interval seconds in its metrics log (survives resumes)."""
+def training_seconds(run_dir: Path) -> float:
+    """Wall seconds of a run's whole training, summed over its resumes, from its `run_summary.json` (every trainer
+    writes one; DefFiller and the mask DDPM beside their checkpoints, DFMGAN and AdaBLDM per stage and class). NaN when
+    the run has no summary or recorded no time (runs from before the time was recorded)."""
     import json
 
-    path = Path(run_dir) / metrics_name
-    if not path.is_file():
-        return float("nan")
-    return sum(json.loads(line).get("seconds", 0.0) for line in path.read_text().splitlines() if line.strip())
+    from deffiller.training.loop import SUMMARY
+    from deffiller.utils.clock import summary_seconds
+
+    path = Path(run_dir) / SUMMARY
+    return summary_seconds(json.loads(path.read_text())) if path.is_file() else float("nan")

@@ -10,6 +10,11 @@ from deffiller.data.layout import load_pairs
 from deffiller.data.source import DatasetSource, resolve_dataset
 from deffiller.data.splits import make_split, write_manifest
 from deffiller.data.synth import synth_pair
+from deffiller.detection.train import DetectConfig, backbone_file
+from deffiller.errors import DefFillerError
+from deffiller.models.backbones import timm_file
+from deffiller.models.build import weights_path
+from deffiller.models.config import ModelConfig
 from deffiller.reporting.figures import image_grid, pairs_rows
 from deffiller.reporting.outputs import Outputs
 from deffiller.utils.io import read_image
@@ -17,12 +22,30 @@ from deffiller.utils.threads import set_torch_threads
 
 
 def start(profile: Profile, notebook: str) -> tuple[DatasetSource, Outputs]:
-    """The dataset of the profile and an Outputs that records it (every notebook starts here); torch's threads are set
-    as the CLI sets them, so every notebook kernel uses the same count."""
+    """The dataset of the profile and an Outputs recording it and the backbone weights (every notebook starts here);
+    torch's threads are set as the CLI sets them, so every notebook kernel uses the same count."""
     set_torch_threads()
     source = resolve_dataset(profile)
     outputs = Outputs(profile, notebook, data={"root": str(source.root), "synthetic": source.synthetic}, banner=source.banner)
+    outputs.weights.update(backbone_weights(profile))
     return source, outputs
+
+
+def backbone_weights(profile: Profile) -> dict[str, str]:
+    """Which ImageNet weights the profile's networks start from: origin, file and sha256 (nothing is fetched here)."""
+    def describe(resolve) -> str:
+        try:
+            return resolve().describe()
+        except DefFillerError as error:
+            return f"not available yet: {error}"
+
+    found = {f"{net} backbone": describe(lambda: backbone_file(net, value))
+             for net, value in profile.section(DetectConfig).backbone_weights.items() if value is not None}
+    model = profile.section(ModelConfig)
+    if model.convnext_weights is not None:
+        file = model.convnext_weights_file and str(weights_path(profile, model.convnext_weights_file))
+        found["mask encoder ConvNeXt (init sd)"] = describe(lambda: timm_file(model.convnext_weights, file))
+    return found
 
 
 def manifests_dir(profile: Profile):

@@ -17,7 +17,8 @@ def run_dir(profile: Profile):
 
 
 def generated_masks_dir(profile: Profile):
-    """Where the new masks land (`Ground truth/` at 200 px, `masks_<size>/` at the generator's size); notebooks 06-09 read them."""
+    """Where the new masks land (`Ground truth/` at 200 px, `masks_<image size>/` at DefFiller's size, each one resize
+    from the mask generator's); notebooks 06-09 read them (the generators through `masks_<image size>/`)."""
     return profile.path("outputs") / "generated_masks"
 
 

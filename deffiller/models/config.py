@@ -32,6 +32,11 @@ class ModelConfig:
     sd_hub: str = "CompVis/stable-diffusion-v1-4"  # used only with hub_download when the local folder is absent
     gligen_hub: str = "gligen/gligen-generation-sem"
     hub_download: bool = False
+    # --init sd: ImageNet weights of the mask encoder's ConvNeXt, as the official convnext_tiny(pretrained=True): a timm
+    # pretrained name (convnext_tiny.fb_in1k: its file in the Hugging Face cache, fetched with hub_download); None =
+    # random. The gligen init brings its own ConvNeXt; scratch stays random.
+    convnext_weights: str | None = None
+    convnext_weights_file: str | None = None  # a local file of those weights (relative to paths.weights); None = cache
 
 
 @dataclass

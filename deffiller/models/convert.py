@@ -17,6 +17,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from deffiller.errors import DefFillerError
+from deffiller.models.backbones import timm_file
 from deffiller.models.build import DefFillerParts, build_unet, vae_factor, weights_path
 from deffiller.models.config import ModelConfig, VAEConfig
 from deffiller.models.text import offline_tokenizer
@@ -312,7 +313,8 @@ def load_gligen_parts(profile, cfg: ModelConfig) -> DefFillerParts:
 
 def load_sd_parts(profile, cfg: ModelConfig) -> DefFillerParts:
     """`--init sd`: SD-1.4's UNet (conv_in widened 4 -> 4 + 8 with zeros), VAE, CLIP text encoder and tokenizer;
-    fusers, mask encoder and downsampler start from their initialisation (gates at 0)."""
+    fusers, mask encoder and downsampler start from their initialisation (gates at 0), the mask encoder's ConvNeXt
+    from the ImageNet weights of `model.convnext_weights` when set."""
     folder = sd_folder(profile, cfg)
     missing = [p for p in ("unet", "vae", "text_encoder", "tokenizer") if not (folder / p).is_dir()]
     if missing:
@@ -324,11 +326,18 @@ def load_sd_parts(profile, cfg: ModelConfig) -> DefFillerParts:
     unet = build_unet(cfg, profile.data.image_size, profile.data.mask_channels, vae_factor(vae),
                       vae.config.latent_channels, text_encoder.config.hidden_size)
     widen_and_load_sd_unet(unet, sd_unet.state_dict(), str(folder / "unet"))
+    convnext = "random (model.convnext_weights: null)"
+    if cfg.convnext_weights is not None:
+        file = cfg.convnext_weights_file and weights_path(profile, cfg.convnext_weights_file)
+        weights = timm_file(cfg.convnext_weights, file and str(file), cfg.hub_download)
+        unet.position_net.load_backbone(weights, cfg.convnext_weights)
+        convnext = weights.describe()
     tokenizer.model_max_length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
     for module in (vae, text_encoder):
         module.requires_grad_(False).eval()
     return DefFillerParts(unet, vae, text_encoder, tokenizer, {"unet": f"{folder} (+ new fusers, mask encoder, "
-                          f"downsampler)", "vae": str(folder), "text_encoder": str(folder)})
+                          f"downsampler)", "vae": str(folder), "text_encoder": str(folder),
+                          "mask_encoder_convnext": convnext})
 
 
 def widen_and_load_sd_unet(unet: DefFillerUNet, sd_state: dict, where: str) -> None:

@@ -22,10 +22,9 @@ from accelerate import PartialState
 from diffusers import DDPMScheduler, UNet2DModel
 
 from deffiller.config import Profile
-from deffiller.data.layout import Pair, load_pairs
+from deffiller.data.layout import Pair
 from deffiller.data.masks import binarize
-from deffiller.data.source import resolve_dataset
-from deffiller.data.splits import read_manifest
+from deffiller.data.splits import training_pairs
 from deffiller.errors import DefFillerError
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
 from deffiller.utils.io import read_image
@@ -147,18 +146,6 @@ class MaskDDPMTask(DiffusionTask):
         noisy = self.scheduler.add_noise(clean, noise, t)
         target = clean if self.scheduler.config.prediction_type == "sample" else noise
         return F.mse_loss(self.unet(noisy, t, class_labels=batch["label"]).sample.float(), target.float())
-
-
-def training_pairs(profile: Profile, data=None, train_manifest=None) -> tuple[list[Pair], str]:
-    """(pairs, description): all pairs of `data`, the train rows of `train_manifest`, else the profile's dataset."""
-    if train_manifest is not None:
-        return read_manifest(train_manifest, split="train"), f"{train_manifest} (train rows)"
-    if data is None:
-        source = resolve_dataset(profile)
-        data, note = source.root, f" [{source.banner}]" if source.synthetic else ""
-    else:
-        note = ""
-    return load_pairs(data, per_class=profile.data.per_class), f"{data}{note}"
 
 
 def train_mask_ddpm(profile: Profile, out_dir, data=None, train_manifest=None, resume: bool = False,

@@ -12,6 +12,7 @@ from timm.models.convnext import ConvNeXt
 from torch import nn
 
 from deffiller.errors import DefFillerError
+from deffiller.models.backbones import BackboneFile, copy_parts, timm_model
 
 
 class MaskEncoder(nn.Module):
@@ -30,6 +31,11 @@ class MaskEncoder(nn.Module):
         self.null_feature = nn.Parameter(torch.zeros(dims[-1]))
         self.linears = nn.Sequential(nn.Linear(dims[-1], hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                      nn.Linear(hidden, out_dim))
+
+    def load_backbone(self, weights: BackboneFile, name: str) -> None:
+        """The ConvNeXt's weights from timm's pretrained model `name` (e.g. convnext_tiny.fb_in1k) in `weights`."""
+        parts = {part: module for part, module in self.backbone.named_children() if part != "head"}
+        copy_parts(parts, timm_model(name, weights.path), ignored=("head.",), where=weights.path)
 
     def forward(self, sem: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 tokens: torch.Tensor | None = None) -> torch.Tensor:

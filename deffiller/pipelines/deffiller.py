@@ -2,8 +2,10 @@
 
 Classifier-free guidance as in the official sampler: the conditional half sees the prompt and the mask tokens,
 the unconditional half the empty prompt and the null grounding tokens; both halves keep the mask in `conv_in`
-(the fusers always run, on null tokens in the unconditional half). Each image draws its starting noise from its
-own generator and the samplers are deterministic, so an image does not depend on the batch it was drawn in.
+(the fusers always run, on null tokens in the unconditional half). `uncond_grounding="mask"` gives the paper's
+eq. 5 instead: the unconditional half keeps the mask tokens f(e) too, so guidance amplifies only the prompt.
+Each image draws its starting noise from its own generator and the samplers are deterministic, so an image does not
+depend on the batch it was drawn in.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from deffiller.models.text import PromptCache
 from deffiller.models.unet import DefFillerUNet
 
 SCHEDULERS = ("pndm", "ddim", "dpm")
+UNCOND_GROUNDING = (None, "mask")  # None = null tokens in the unconditional half (official sampler), mask = eq. 5
 NON_BINARY_TOLERANCE = 0.05  # share of grey (neither ~black nor ~white) pixels tolerated in a mask (anti-aliasing)
 
 
@@ -36,6 +39,7 @@ class SampleConfig:
     guidance: float = 3.0
     batch_size: int = 8  # masks per batch
     device: str = "auto"  # auto = cuda if available
+    uncond_grounding: str | None = None  # None = the official sampler | mask = paper eq. 5 (see the module docstring)
     # speed (deffiller/models/speed.py); the official code: explicit, false, false, no, false
     attention: str = "sdpa"  # sdpa | explicit
     batched_cfg: bool = True  # both guidance halves in one UNet call (false: two calls per step)
@@ -44,6 +48,15 @@ class SampleConfig:
     tf32: bool = False  # TF32 matmuls (CUDA only)
     channels_last: bool = False
     compile: bool = False  # torch.compile the UNet (the first batch pays the compilation)
+
+
+def guidance_form(uncond_grounding: str | None) -> str:
+    """One sentence naming the guidance form a `sample.uncond_grounding` value produces (README and report)."""
+    if uncond_grounding == "mask":
+        return ("Guidance: the paper's eq. 5 (`sample.uncond_grounding: mask`): the unconditional branch keeps the "
+                "mask tokens f(e); the official sampler would give it the null grounding tokens.")
+    return ("Guidance: the official sampler (`sample.uncond_grounding: null`): the unconditional branch gets the null "
+            "grounding tokens, where the paper's eq. 5 keeps the mask tokens f(e) (`mask`).")
 
 
 def make_scheduler(name: str, config):
@@ -137,12 +150,16 @@ class DefFillerPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, masks, classes, generator: list[torch.Generator] | torch.Generator | None = None,
                  num_inference_steps: int = 50, guidance_scale: float = 3.0, prompts: list[str] | None = None,
-                 output_type: str = "np", return_dict: bool = True):
+                 output_type: str = "np", return_dict: bool = True, uncond_grounding: str | None = None):
         """Images for `masks` (HxW uint8 0/255 or bool, any size) of classes `classes`; the prompt of a mask is its
         class name (the official training captions) unless `prompts` is given. One generator per mask makes the
-        images independent of the batch. output_type: np (uint8 BxSxSx3), pil, or latent."""
+        images independent of the batch. output_type: np (uint8 BxSxSx3), pil, or latent. `uncond_grounding`:
+        None = null grounding tokens in the unconditional half (the official sampler), "mask" = eq. 5."""
         if num_inference_steps < 1:
             raise DefFillerError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if uncond_grounding not in UNCOND_GROUNDING:
+            raise DefFillerError(f"uncond_grounding must be null (the official sampler) or 'mask' (eq. 5), "
+                                 f"got {uncond_grounding!r}")
         device, dtype = self._execution_device, self.unet.dtype
         sem = self.conditioning(masks, classes).to(device, dtype)
         count = sem.shape[0]
@@ -155,7 +172,8 @@ class DefFillerPipeline(DiffusionPipeline):
         with precision(device, self.speed.mixed_precision, self.speed.tf32):
             text = self.encode_text([""] * count + prompts, device).to(dtype)
             sem2 = torch.cat([sem, sem])
-            grounded = torch.cat([torch.zeros(count), torch.ones(count)]).to(device, dtype)
+            uncond = torch.ones(count) if uncond_grounding == "mask" else torch.zeros(count)
+            grounded = torch.cat([uncond, torch.ones(count)]).to(device, dtype)
             grounding = self.unet.encode_grounding(sem2, grounded) if self.speed.cache_conditioning else None
             shape = (1, self.unet.config.latent_channels, self.unet.config.sample_size, self.unet.config.sample_size)
             latents = torch.cat([torch.randn(shape, generator=g, device=g.device if g is not None else "cpu",

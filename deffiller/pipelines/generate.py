@@ -1,10 +1,11 @@
 """Bulk generation: a folder of masks -> a dataset in the SD-Saliency-900 layout, resumable.
 
 `out/Source Images/<name>.bmp` is the generated image as 8-bit grey at the dataset's size (200x200 for
-SD-Saliency-900), `out/Ground truth/<name>.png` the conditioning mask at that size. An image's noise depends only on
-(seed, mask name), so a rerun skips the pairs already written and draws the rest as an uninterrupted run would: bit
-for bit with batch size 1; with larger batches the batch composition (which differs once pairs are skipped) can move a
-pixel by a grey level.
+SD-Saliency-900), `out/Ground truth/<name>.png` the conditioning mask at that size. Masks drawn by `deffiller masks
+sample` reach the model from their `masks_<image size>/` copy, so each size is one nearest resize from the
+generator's. An image's noise depends only on (seed, mask name), so a rerun skips the pairs already written and draws
+the rest as an uninterrupted run would: bit for bit with batch size 1; with larger batches the batch composition
+(which differs once pairs are skipped) can move a pixel by a grey level.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from deffiller.data.layout import CLASS_PREFIXES, class_of
 from deffiller.errors import DefFillerError
 from deffiller.pipelines.deffiller import SCHEDULERS, DefFillerPipeline, SampleConfig, mask_at, prepare_mask
+from deffiller.pipelines.mask_sampling import mask_file_at
 from deffiller.utils.io import list_images, read_image, remove_stale_temps, save_image, write_json
 
 IMAGE_DIR, MASK_DIR = "Source Images", "Ground truth"
@@ -87,7 +89,7 @@ def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, st
                         speed: SampleConfig | None = None) -> dict:
     """One image per mask of `masks_dir` (class from the name prefix In_/Pa_/Sc_, or `class_name` for all) into
     `out_dir`; returns counts and settings. Pairs already in `out_dir` are kept. `speed`: the sample section whose
-    speed settings to use (attention, batched CFG, precision, ...; default: SampleConfig's)."""
+    speed settings and guidance form (`uncond_grounding`) to use (default: SampleConfig's)."""
     if scheduler not in SCHEDULERS:
         raise DefFillerError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULERS}")
     masks_dir, out_dir = Path(masks_dir), Path(out_dir)
@@ -96,26 +98,29 @@ def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, st
     paths = list_images(masks_dir)
     if not paths:
         raise DefFillerError(f"{masks_dir}: no mask images (.png, .bmp, ...) in it")
+    speed = speed or SampleConfig()
     pipe = load_pipeline(model_dir, device, scheduler, speed)
     if class_name is not None and class_name not in pipe.config.classes:
         raise DefFillerError(f"--class {class_name!r} unknown; this model knows {pipe.config.classes}")
     prefixes = {p: c for p, c in CLASS_PREFIXES.items() if c in pipe.config.classes}
     jobs = [(path, class_name or class_of(str(path), prefixes)) for path in paths]
     settings = {"model": str(model_folder(model_dir).resolve()), "guidance": guidance, "steps": steps, "seed": seed,
-                "scheduler": scheduler, "class": class_name, "source_size": source_size}
+                "scheduler": scheduler, "class": class_name, "source_size": source_size,
+                "uncond_grounding": speed.uncond_grounding}
     _settings_check(out_dir, settings)
     for folder in (out_dir, out_dir / IMAGE_DIR, out_dir / MASK_DIR):
         remove_stale_temps(folder)  # left by a run killed inside a write
     todo = [(path, label) for path, label in jobs if not (out_dir / IMAGE_DIR / f"{path.stem}.bmp").is_file()]
-    prepared = {path: read_mask(path) for path, _ in todo}  # every mask checked before any image is drawn
+    # every mask checked before any image is drawn; the model reads it at its own size, the dataset keeps its own
+    prepared = {path: (read_mask(mask_file_at(path, pipe.image_size)), read_mask(path)) for path, _ in todo}
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        masks = [prepared[path] for path, _ in chunk]
         generators = [torch.Generator("cpu").manual_seed(image_seed(seed, path.stem)) for path, _ in chunk]
-        images = pipe(masks, [label for _, label in chunk], generator=generators, num_inference_steps=steps,
-                      guidance_scale=guidance).images
-        for (path, _), mask, image in zip(chunk, masks, images):
+        images = pipe([prepared[path][0] for path, _ in chunk], [label for _, label in chunk], generator=generators,
+                      num_inference_steps=steps, guidance_scale=guidance, uncond_grounding=speed.uncond_grounding).images
+        for (path, _), image in zip(chunk, images):
+            mask = prepared[path][1]
             save_image(out_dir / MASK_DIR / f"{path.stem}.png", mask_at(mask, source_size).astype(np.uint8) * 255)
             grey = Image.fromarray(image).convert("L").resize((source_size, source_size), Image.BICUBIC)
             save_image(out_dir / IMAGE_DIR / f"{path.stem}.bmp", grey)  # last: its presence marks the pair done

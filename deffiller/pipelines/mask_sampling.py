@@ -175,6 +175,19 @@ def output_dirs(out_dir, source_size: int, image_size: int) -> dict[Path, int]:
     return {out_dir / SOURCE_DIR: source_size, out_dir / f"masks_{image_size}": image_size}
 
 
+def mask_file_at(path, size: int) -> Path:
+    """The file to read for mask `path` wanted at `size` px. A mask that `sample_masks` wrote into its dataset-size
+    `Ground truth/` has a sibling in `masks_<size>/` when `size` was its image size: that one went from the generator's
+    resolution to `size` in one nearest resize, where reading the dataset-size mask and resizing it again would be
+    two. Any other mask is its own file."""
+    path = Path(path)
+    folder = path.parent.parent
+    sized = folder / f"masks_{size}" / path.name
+    if path.parent.name == SOURCE_DIR and (folder / SETTINGS_FILE).is_file() and sized.is_file():
+        return sized
+    return path
+
+
 def sample_masks(model_dir, out_dir, per_class: int, *, seed: int = 0, steps: int | None = None, sampler: str = "ddpm",
                  source_size: int = 200, image_size: int = 256, upsample: str = "nearest", batch_size: int = 64,
                  classes: list[str] | None = None, device: str = "auto", progress: bool = True) -> dict:

@@ -14,6 +14,7 @@ import pandas as pd
 from deffiller.config import Profile
 from deffiller.errors import DefFillerError
 from deffiller.reporting.claims import claims_markdown, read_table
+from deffiller.pipelines.deffiller import SampleConfig, guidance_form
 from deffiller.reporting.paper import paper_caption, paper_table
 from deffiller.utils.io import write_text
 
@@ -91,6 +92,7 @@ def build_report(profile: Profile) -> tuple[Path, Path]:
     lines = [f"# DefFiller reproduction report: profile `{profile.name}`", *(f"> **{b}**" for b in sorted(banners)),
              "## What differs from the paper, and why", profile_note(profile),
              *(f"- {note}" for note in IMPLEMENTATION_NOTES),
+             f"- {guidance_form(profile.section(SampleConfig).uncond_grounding)}",
              "## Claims of the paper, checked on this run", claims_markdown(folder),
              "## Tables", *(table_section(folder, t) for t in TABLES),
              "## Figures"]

@@ -15,6 +15,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from deffiller.config import Profile
 from deffiller.data.dataset import MaskImageDataset
+from deffiller.data.splits import training_pairs
 from deffiller.errors import DefFillerError
 from deffiller.models.build import DefFillerParts, build_parts
 from deffiller.models.speed import configure_unet, precision
@@ -127,25 +128,10 @@ def save_pipeline(parts: DefFillerParts, cfg: TrainConfig, classes, folder) -> P
     return folder
 
 
-def training_pairs(profile: Profile, data=None, train_manifest=None):
-    """(pairs, description): the train rows of a manifest, all pairs of `data`, or the profile's dataset."""
-    from deffiller.data.layout import load_pairs
-    from deffiller.data.splits import read_manifest
-
-    if train_manifest is not None:
-        return read_manifest(train_manifest, split="train"), f"manifest {train_manifest} (train rows)"
-    if data is None:
-        from deffiller.data.source import resolve_dataset
-
-        source = resolve_dataset(profile)
-        data = source.root
-        return load_pairs(data, per_class=profile.data.per_class), f"{data}{' [' + source.banner + ']' if source.synthetic else ''}"
-    return load_pairs(data, per_class=profile.data.per_class), str(data)
-
-
 def train_deffiller(profile: Profile, init: str, out, data=None, train_manifest=None, resume: bool = False,
                     progress: bool = True, overrides: dict | None = None) -> dict:
-    """Train DefFiller from `init` (scratch | sd | gligen) into the run folder `out`; the pipeline lands in
+    """Train DefFiller from `init` (scratch | sd | gligen) into the run folder `out` on the pairs of `data` (a dataset
+    folder, or a split manifest whose train rows only are used; also `train_manifest`); the pipeline lands in
     `out/model` (load it with `DefFillerPipeline.from_pretrained` or `deffiller generate --model out`). Returns
     the run summary (also in `out/run_summary.json`). `overrides` replaces fields of the `train` section."""
     cfg = dataclasses.replace(profile.section(TrainConfig), **(overrides or {}))

@@ -30,7 +30,8 @@ Rules that make a resumed run reach the same weights as an uninterrupted one:
 Checkpoints hold only the trainable parameters (frozen weights come from wherever the task built them)
 and are written as `<out>/checkpoints/step-<n>` via a temporary folder renamed on completion; the last
 `keep_checkpoints` are kept. `<out>/metrics.jsonl` gets one line per logged step; `<out>/run_summary.json`
-records config, seed, versions, parameter counts per group and the final status.
+records config, seed, versions, parameter counts per group, the final status and `train_seconds` (the wall time of
+the whole training, summed over resumes: see `deffiller.utils.clock`).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
 from deffiller.errors import DefFillerError
+from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
 from deffiller.utils.io import remove_stale_temps, write_json, write_text
 
 CHECKPOINTS = "checkpoints"
@@ -246,9 +248,10 @@ def _safetensors_size(path: Path) -> int:
     return 8 + header + max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"), default=0)
 
 
-def _load_checkpoint(accelerator: Accelerator, checkpoints: list[Path]) -> int:
-    """Load the newest checkpoint; a damaged one is an error naming its file (never silently skipped: the user
-    decides whether to fall back to an older checkpoint by deleting it)."""
+def _load_checkpoint(accelerator: Accelerator, checkpoints: list[Path]) -> tuple[int, float | None]:
+    """Load the newest checkpoint: (its step, the training seconds before it, None if it predates their record).
+    A damaged one is an error naming its file (never silently skipped: the user decides whether to fall back to an
+    older checkpoint by deleting it)."""
     newest = checkpoints[-1]
     fallback = (f"delete {newest} to resume from {checkpoints[-2].name}" if len(checkpoints) > 1 else
                 f"delete {newest} and rerun with --resume to start over (it was the only checkpoint)")
@@ -258,7 +261,8 @@ def _load_checkpoint(accelerator: Accelerator, checkpoints: list[Path]) -> int:
                              f"run? checkpoints are written atomically); {fallback}")
     try:
         accelerator.load_state(str(newest))
-        return int(json.loads((newest / "loop_state.json").read_text())["step"])
+        state = json.loads((newest / "loop_state.json").read_text())
+        return int(state["step"]), state.get(SUMMARY_KEY)
     except DefFillerError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -309,9 +313,9 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
     _register_trainable_only_checkpoints(accelerator, task)
     task, optimizer, scheduler = accelerator.prepare(task, optimizer, scheduler)
 
-    start, last_loss = 0, None
+    start, last_loss, seconds_before = 0, None, 0.0
     if existing:
-        start = _load_checkpoint(accelerator, existing)
+        start, seconds_before = _load_checkpoint(accelerator, existing)
     if accelerator.is_main_process:
         shutil.rmtree(out_dir / CHECKPOINTS / ".partial", ignore_errors=True)
         remove_stale_temps(out_dir)
@@ -329,6 +333,7 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
     bar = tqdm(total=config.max_steps, initial=start, desc="train", disable=not (progress and accelerator.is_main_process))
     task.train()
     loader_iter, step, tic = iter(loader), start, time.perf_counter()
+    clock = TrainingClock(seconds_before)
     while step < config.max_steps:
         batch = send_to_device(next(loader_iter), accelerator.device)
         generator = step_generator(seed, step, accelerator.process_index, accelerator.device)
@@ -357,9 +362,9 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
             _append_metrics(out_dir / METRICS, {"step": step, "loss": last_loss, "lr": lr,
                                                  "seconds": elapsed})
         if step % config.checkpoint_every == 0 or step == config.max_steps:
-            _save_checkpoint(accelerator, out_dir, step, config.keep_checkpoints)
+            _save_checkpoint(accelerator, out_dir, step, config.keep_checkpoints, clock.seconds())
     bar.close()
-    summary.update(status="done", step=step, final_loss=last_loss)
+    summary.update(status="done", step=step, final_loss=last_loss, **{SUMMARY_KEY: clock.seconds()})
     if accelerator.is_main_process:
         write_json(out_dir / SUMMARY, summary)
     accelerator.wait_for_everyone()
@@ -374,7 +379,7 @@ def _append_metrics(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: int) -> None:
+def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: int, seconds: float | None) -> None:
     """accelerate save_state into `.partial`, then rename to `step-<n>`; older ones beyond `keep` are removed."""
     partial = out_dir / CHECKPOINTS / ".partial"
     if accelerator.is_main_process:
@@ -384,7 +389,7 @@ def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: i
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (partial / "loop_state.json").write_text(json.dumps({"step": step}))
+        (partial / "loop_state.json").write_text(json.dumps({"step": step, SUMMARY_KEY: seconds}))
         final = out_dir / CHECKPOINTS / f"step-{step}"
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)

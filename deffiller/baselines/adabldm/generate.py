@@ -17,6 +17,7 @@ from deffiller.baselines.adabldm.sampler import blended_sample, latent_mask
 from deffiller.data.layout import IMAGE_DIRS, MASK_DIRS, class_of
 from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
+from deffiller.pipelines.mask_sampling import mask_file_at
 from deffiller.utils.io import list_images, read_image, remove_stale_temps, save_image
 
 
@@ -29,6 +30,14 @@ def read_masks(folder) -> list[tuple[str, str, np.ndarray]]:
     if not paths:
         raise DefFillerError(f"{folder}: no mask images (.png, .bmp, ...) in it; expected files like In_1.png, Pa_1.png, Sc_1.png")
     return [(p.stem, class_of(p.stem), binarize(read_image(p, "L"))) for p in paths]
+
+
+def at_model_size(masks_dir, name: str, mask: np.ndarray, size: int) -> np.ndarray:
+    """The mask the generator reads: for a mask drawn by `deffiller masks sample`, its copy at the generator's `size`
+    (one resize from the mask generator's resolution, not two through the dataset size); else `mask` itself."""
+    path = Path(masks_dir) / f"{name}.png"
+    sized = mask_file_at(path, size)
+    return mask if sized == path else binarize(read_image(sized, "L"))
 
 
 def _image_for(model: AdaBLDM, label: str, mask: np.ndarray, seed: int, name: str) -> np.ndarray:
@@ -79,7 +88,8 @@ def generate_adabldm(model_dir, masks_dir, out_dir, seed: int = 0, overrides: di
         remove_stale_temps(folder)  # left by a run killed inside a write
     todo = [m for m in masks if not all((out_dir / d / f"{m[0]}{s}").is_file() for d, s in ((IMAGE_DIRS[0], ".bmp"), (MASK_DIRS[0], ".png")))]
     for name, label, mask in tqdm(todo, desc="adabldm generate", disable=not progress):
-        image = cv2.resize(_image_for(model, label, mask, seed, name), (side, side), interpolation=cv2.INTER_CUBIC)
+        conditioning = at_model_size(masks_dir, name, mask, model.image_size)
+        image = cv2.resize(_image_for(model, label, conditioning, seed, name), (side, side), interpolation=cv2.INTER_CUBIC)
         save_image(out_dir / IMAGE_DIRS[0] / f"{name}.bmp", image)
         save_image(out_dir / MASK_DIRS[0] / f"{name}.png", resize_mask(mask, side).astype(np.uint8) * 255)
     random = " (the random base made at training)" if base is None and model.meta.get("random_base") else ""

@@ -1,8 +1,9 @@
 """`train_dfmgan`: stage 1 (a defect-free StyleGAN2 backbone on steel, shared by all classes), then stage 2
 once per class (defect blocks, mask head and defect mapping on that class's pairs, backbone frozen).
 
-Every stage writes `metrics.jsonl`, atomic checkpoints every `checkpoint_every` steps, and `model.pt` when it
-finishes; finished stages are skipped on a rerun and an unfinished one continues with `resume`.
+Every stage writes `metrics.jsonl`, atomic checkpoints every `checkpoint_every` steps, and `model.pt` and
+`run_summary.json` (steps, `train_seconds` summed over resumes) when it finishes; finished stages are skipped on a
+rerun and an unfinished one continues with `resume`.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from deffiller.baselines.dfmgan.trainer import Trainer
 from deffiller.config import Profile
 from deffiller.data.layout import Pair
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import write_text
+from deffiller.training.loop import SUMMARY
+from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
+from deffiller.utils.io import write_json, write_text
 
 DEFECT_PREFIXES = ("defect_mapping.", "synthesis.defect_blocks.")
 
@@ -45,19 +48,23 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def fit(trainer: Trainer, steps: int, run_dir: Path, resume: bool, desc: str, progress: bool = True) -> dict:
-    """Run `trainer` to `steps` steps in `run_dir`; returns the last step's losses."""
+    """Run `trainer` to `steps` steps in `run_dir`, then write its `run_summary.json`; returns the last losses."""
     cfg, checkpoint, log_path = trainer.cfg, run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
+    seconds_before = 0.0
     if checkpoint.is_file():
         if not resume:
             raise DefFillerError(f"{checkpoint}: an unfinished run is there; pass --resume to continue it or choose another --out")
         try:
-            trainer.load_state_dict(load_state(checkpoint))
+            state = load_state(checkpoint)
+            trainer.load_state_dict(state)
+            seconds_before = state.get(SUMMARY_KEY)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise DefFillerError(f"{checkpoint}: written by another configuration ({str(exc).splitlines()[0]}); resume "
                                  f"with the settings the run was started with, or choose another --out") from exc
     run_dir.mkdir(parents=True, exist_ok=True)
     _truncate_log(log_path, trainer.step)
     logs: dict = {}
+    clock = TrainingClock(seconds_before)
     with tqdm(total=steps, initial=trainer.step, desc=desc, disable=not progress) as bar, \
             open(log_path, "a", encoding="utf-8") as log:
         while trainer.step < steps:
@@ -71,7 +78,9 @@ def fit(trainer: Trainer, steps: int, run_dir: Path, resume: bool, desc: str, pr
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             if trainer.step % cfg.checkpoint_every == 0 and trainer.step < steps:
-                save_state(checkpoint, trainer.state_dict())
+                save_state(checkpoint, {**trainer.state_dict(), SUMMARY_KEY: clock.seconds()})
+    write_json(run_dir / SUMMARY, {"steps": trainer.step, "batch": cfg.batch, "last": logs,
+                                   SUMMARY_KEY: clock.seconds()})
     return logs
 
 

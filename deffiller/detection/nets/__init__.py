@@ -8,7 +8,9 @@ The contract every network module follows:
       def build(backbone_weights: str | None = None) -> Detector: ...
 
   `backbone_weights` is a LOCAL file with ImageNet weights of the backbone (torchvision state dict); None = random
-  init. Nothing is ever downloaded. Networks without a pretrained backbone (MINet) ignore it.
+  init. Networks without a pretrained backbone (MINet) ignore it. A network with one names its torchvision model in
+  `register_detector(name, backbone="vgg16_bn")` and loads such a file in `load_backbone(path)`; training resolves
+  the profile's `detect.backbone_weights` (a torchvision weights name such as IMAGENET1K_V1, or a path) to that file.
 - `forward(x)` takes (B,3,H,W) normalised images and returns a list of side-output LOGITS (B,1,H,W), all at the input
   size; the first one is the prediction. No sigmoid inside the network.
 - `loss(outputs, target)` takes that list and the target (B,1,H,W) float in {0,1} and returns a scalar. Anything

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from deffiller.detection.losses import bce_loss, iou_loss, ssim_loss
-from deffiller.detection.nets._backbone import load_torchvision_weights
+from deffiller.detection.nets._backbone import load_torchvision_backbone
 from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, register_detector
 
 STAGE_ENDS = (6, 13, 23, 33, 43)  # vgg16_bn.features[:43] cut after each conv block (the last max-pool is dropped)
@@ -210,8 +210,8 @@ class CSEPNet(Detector):
         return outputs + [_resize(dec(side), x, align_corners=True) for dec, side in zip(self.side_decoders, sides[1:])]
 
     def load_backbone(self, path: str) -> None:
-        """Load a local torchvision vgg16_bn ImageNet state dict into the encoder (its classifier is ignored)."""
-        load_torchvision_weights(self.encoder, path, "vgg16_bn", prefix="features.")
+        """Load a torchvision vgg16_bn ImageNet state dict into the encoder (its classifier is ignored)."""
+        load_torchvision_backbone({"features": self.encoder}, path, "vgg16_bn", ignored=("classifier.",))
 
     @staticmethod
     def convert_state_dict(official: dict) -> dict:
@@ -230,7 +230,7 @@ class CSEPNet(Detector):
                    + consistency_enhanced_loss(o, target) for o in outputs)
 
 
-@register_detector("csepnet")
+@register_detector("csepnet", backbone="vgg16_bn")
 def build(backbone_weights: str | None = None) -> CSEPNet:
     """CSEPNet; `backbone_weights` = a local torchvision vgg16_bn ImageNet state dict (None = random init)."""
     net = CSEPNet()

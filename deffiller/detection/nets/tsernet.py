@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, resnet34
 
 from deffiller.detection.losses import bce_loss, iou_loss, ssim_loss
-from deffiller.detection.nets._backbone import load_torchvision_weights
+from deffiller.detection.nets._backbone import load_torchvision_backbone
 from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, register_detector
 
 ENCODER_CHANNELS = (64, 128, 256, 512, 512, 512)  # stages 1-6 at strides 1, 2, 4, 8, 16, 32
@@ -220,9 +220,9 @@ class TSERNet(Detector):
         return [refined, *sides, _resize(self.bridge_head(bridge), size), edge, *refine_sides]
 
     def load_backbone(self, path: str) -> None:
-        """Load a local torchvision resnet34 ImageNet state dict; like the official model, only layer1-4 are used."""
-        layers = nn.ModuleDict({f"layer{i}": getattr(self, f"encoder{i}") for i in range(1, 5)})
-        load_torchvision_weights(layers, path, "resnet34")
+        """Load a torchvision resnet34 ImageNet state dict; like the official model, only layer1-4 are used."""
+        layers = {f"layer{i}": getattr(self, f"encoder{i}") for i in range(1, 5)}
+        load_torchvision_backbone(layers, path, "resnet34", ignored=("conv1.", "bn1.", "fc."))
 
     @staticmethod
     def convert_state_dict(official: dict) -> dict:
@@ -272,7 +272,7 @@ def mask_edges(mask: torch.Tensor, width: int = 1) -> torch.Tensor:
     return dilated - eroded
 
 
-@register_detector("tsernet")
+@register_detector("tsernet", backbone="resnet34")
 def build(backbone_weights: str | None = None) -> TSERNet:
     """TSERNet; `backbone_weights` = a local torchvision resnet34 ImageNet state dict (None = random init)."""
     net = TSERNet()
