@@ -21,8 +21,13 @@ def _demo(args):
     import torch
 
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // 2))
-    from deffiller.demo.app import serve
     from deffiller.demo.session import DemoSession
+    from deffiller.errors import DefFillerError
+
+    try:
+        from deffiller.demo.app import serve
+    except ImportError as exc:
+        raise DefFillerError(f"the demo needs Gradio ({exc}): pip install -e '.[demo]'") from exc
 
     session = DemoSession(args.model, args.profile, args.masks_model, args.detector, args.net)
     print(f"DefFiller demo of {args.model} on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
