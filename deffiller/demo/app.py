@@ -125,11 +125,12 @@ class DemoPage:
                     count = gr.Slider(1, MAX_VARIATIONS, value=4, step=1, label="variations")
                     generate = gr.Button("generate", variant="primary", elem_id="generate")
             status = gr.Markdown(elem_id="status")
-            show_outline = gr.Checkbox(label="show the mask outline", value=False)
-            gallery = gr.Gallery(label="generated images", columns=4, format="png", object_fit="contain",
+            show_outline = gr.Checkbox(label="show the mask outline", value=False, elem_id="outline")
+            # object_fit none: shown pixel for pixel, at the dataset's size
+            gallery = gr.Gallery(label="generated images", columns=4, format="png", object_fit="none",
                                  elem_id="gallery")
             saliency = gr.Gallery(label="detector saliency maps and IoU with the mask", columns=4, format="png",
-                                  visible=session.detector is not None, elem_id="saliency")
+                                  object_fit="none", visible=session.detector is not None, elem_id="saliency")
             with gr.Row():
                 chosen = gr.CheckboxGroup(label="variations to add", choices=[], elem_id="chosen")
                 folder = gr.Textbox(value=self.dataset_dir, label="dataset folder (SD-Saliency-900 layout)")
