@@ -1,7 +1,7 @@
-"""The demo page in a real browser: `deffiller demo` serves a tiny model on 127.0.0.1, headless Chromium (Debian's
-`chromium` + `chromium-driver`, which .ci/run installs) uploads a mask, picks the class, generates, and the gallery's
-images are fetched and checked. The screenshot is saved in the test's folder, and copied to
-$DEFFILLER_DEMO_SCREENSHOT when set (README's docs/demo.png is made that way)."""
+"""The demo page in a real browser: `deffiller demo` serves a tiny model on 127.0.0.1 and headless Chromium (Debian's
+`chromium` + `chromium-driver`, which .ci/run installs) draws a stroke and generates, then uploads a mask, picks the
+class, generates again, checks the gallery's images and adds them to a dataset. The screenshot is saved in the test's
+folder, and copied to $DEFFILLER_DEMO_SCREENSHOT when set (README's docs/demo.png is made that way)."""
 from __future__ import annotations
 
 import io
@@ -98,7 +98,8 @@ def fetch(url: str) -> np.ndarray:
         return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
 
 
-def test_upload_a_mask_generate_and_add_to_dataset_in_headless_chromium(served, browser, tmp_path):
+def test_draw_upload_generate_and_add_to_dataset_in_headless_chromium(served, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -112,11 +113,19 @@ def test_upload_a_mask_generate_and_add_to_dataset_in_headless_chromium(served, 
 
     browser.get(url)
     wait.until(lambda b: b.find_elements(By.ID, "generate"))
+    canvas = browser.find_element(By.CSS_SELECTOR, "#canvas canvas")  # a horizontal stroke of the brush
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, 0).click_and_hold().move_by_offset(60, 0) \
+        .move_by_offset(60, 0).release().perform()
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda b: len(sources()) == 4 and "4 inclusion images of a mask covering" in status())
+    drawn = sources()
+
     browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(tmp_path / "Sc_mask.png"))
     wait.until(lambda b: "Mask loaded" in status())
     next(label for label in browser.find_elements(By.CSS_SELECTOR, "#class label") if label.text == "scratches").click()
     browser.find_element(By.ID, "generate").click()
-    wait.until(lambda b: len(sources()) == 4 and "4 scratches images" in status())
+    wait.until(lambda b: "4 scratches images of a mask covering 3.6%" in status() and len(sources()) == 4
+               and not set(sources()) & set(drawn))
 
     images = [fetch(src) for src in sources()]
     for image in images:
@@ -127,10 +136,12 @@ def test_upload_a_mask_generate_and_add_to_dataset_in_headless_chromium(served, 
     browser.find_element(By.CSS_SELECTOR, "#outline input[type=checkbox]").click()
     wait.until(lambda b: len(sources()) == 4 and sources() != plain)
     red = (fetch(sources()[0]) == OUTLINE_RGB).all(axis=2)
-    assert red.any() and not red[mask == 0].any()  # the uploaded mask is what conditioned the images
+    assert red.any() and not red[mask == 0].any()  # the uploaded mask replaced the stroke on the canvas
     browser.save_screenshot(str(tmp_path / "demo.png"))
-    if os.environ.get("DEFFILLER_DEMO_SCREENSHOT"):
-        shutil.copyfile(tmp_path / "demo.png", os.environ["DEFFILLER_DEMO_SCREENSHOT"])
+    if os.environ.get("DEFFILLER_DEMO_SCREENSHOT"):  # README's picture, as a small palette PNG
+        shot = Image.open(tmp_path / "demo.png").convert("RGB")
+        shot = shot.quantize(colors=128, method=Image.Quantize.FASTOCTREE)
+        shot.save(os.environ["DEFFILLER_DEMO_SCREENSHOT"], optimize=True)
 
     browser.find_element(By.ID, "add").click()
     wait.until(lambda b: "Added" in status())

@@ -84,7 +84,8 @@ class DemoPage:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), _warn(exc)
         names = [str(i + 1) for i in range(len(variations))]
         good = [n for n, v in zip(names, variations) if v.iou is None or v.iou >= self.session.filter_iou]
-        status = f"{len(variations)} {label} images, {int(steps)} {SCHEDULER_NAMES[scheduler]} steps, guidance {guidance}."
+        status = (f"{len(variations)} {label} images of a mask covering {mask.mean():.1%} of the image, {int(steps)} "
+                  f"{SCHEDULER_NAMES[scheduler]} steps, guidance {guidance}.")
         return (variations, self.gallery(variations, show_outline), self.saliency(variations),
                 gr.CheckboxGroup(choices=names, value=good), status)
 
@@ -109,7 +110,8 @@ class DemoPage:
                     canvas = gr.ImageEditor(
                         value=self.blank(), image_mode="L", type="numpy", format="png", canvas_size=(size, size),
                         fixed_canvas=True, sources=(), transforms=(), layers=False, elem_id="canvas",
-                        brush=gr.Brush(colors=["#ffffff", "#000000"], default_color="#ffffff", color_mode="fixed"),
+                        brush=gr.Brush(default_size=8, colors=["#ffffff", "#000000"], default_color="#ffffff",
+                                       color_mode="fixed"),
                         eraser=gr.Eraser(), label=f"mask ({size}x{size}): draw the defect in white")
                     upload = gr.Image(label="or upload a mask (white defect on black, square)", type="numpy",
                                       image_mode="L", sources=["upload"], format="png", height=160, elem_id="upload")
@@ -130,7 +132,8 @@ class DemoPage:
             gallery = gr.Gallery(label="generated images", columns=4, format="png", object_fit="none",
                                  elem_id="gallery")
             saliency = gr.Gallery(label="detector saliency maps and IoU with the mask", columns=4, format="png",
-                                  object_fit="none", visible=session.detector is not None, elem_id="saliency")
+                                  object_fit="none", visible=session.detector is not None,
+                                  elem_id="saliency")
             with gr.Row():
                 chosen = gr.CheckboxGroup(label="variations to add", choices=[], elem_id="chosen")
                 folder = gr.Textbox(value=self.dataset_dir, label="dataset folder (SD-Saliency-900 layout)")
