@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
+import gradio
 import numpy as np
 import pytest
 import torch
 from tiny_deffiller import tiny_parts, tiny_profile
 
-import gradio
 from deffiller.cli import main
 from deffiller.data.layout import load_pairs
 from deffiller.demo.app import DemoPage
@@ -167,7 +167,7 @@ def test_the_detector_scores_each_variation_by_iou_with_the_mask(run_dir, detect
     page = DemoPage(DemoSession(run_dir, "tiny", detector=detector_weights, net="minet"), str(tmp_path))
     (variations, gallery, saliency, chosen, _), _ = generate(page, scratch(), count=2)
     assert len(saliency) == 2
-    for variation, (image, caption), (smap, map_caption) in zip(variations, gallery, saliency):
+    for variation, (_, caption), (smap, map_caption) in zip(variations, gallery, saliency):
         assert smap.shape == (200, 200) and smap.dtype == np.uint8 and 0 <= variation.iou <= 1
         assert variation.iou == map_iou(variation.mask, smap)
         assert f"IoU {variation.iou:.2f}" in caption and caption == map_caption and "at 0.6" in caption

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def register(parser):
     parser.add_argument("--model", required=True, help="run folder of `deffiller train` or its model/ folder")
-    parser.add_argument("--masks-model", help="a `deffiller masks train` run: enables 'new mask' drawn by the mask DDPM")
+    parser.add_argument("--masks-model", help="a `deffiller masks train` run: enables 'new mask' (mask DDPM)")
     parser.add_argument("--detector", help="detector weights (`deffiller detect train` model.pt): saliency map and IoU")
     parser.add_argument("--net", help="the detector's network: csepnet, tsernet or minet (with --detector)")
     parser.add_argument("--profile", default="smoke", help="profile for the sampling defaults and the dataset size")

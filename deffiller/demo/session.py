@@ -97,7 +97,8 @@ class DemoSession:
         missing = [c for c in self.classes if c not in known]
         if missing:
             raise DefFillerError(f"{model}: the model's classes {missing} have no file prefix in profile "
-                                 f"{self.profile.name!r} (data.classes/data.prefixes); use the profile it was trained with")
+                                 f"{self.profile.name!r} (data.classes/data.prefixes); "
+                                 "use the profile it was trained with")
         self.prefixes = {c: known[c] for c in self.classes}
         self.device = self.pipe.device
         self.mask_model = load_mask_model(masks_model, resolve_device(self.sample.device)) if masks_model else None
@@ -108,17 +109,19 @@ class DemoSession:
     def check_mask(self, picture) -> np.ndarray:
         """A drawn or uploaded mask -> bool at the dataset's size; DefFillerError saying what is wrong and the fix."""
         if picture is None:
-            raise DefFillerError("no mask yet: draw the defect in white on the canvas, upload a mask, or draw a new one")
+            raise DefFillerError("no mask yet: draw the defect in white on the canvas, upload a mask, "
+                                 "or draw a new one")
         grey = to_grey(picture)
         if grey.ndim != 2:
             raise DefFillerError(f"the mask has shape {grey.shape}; give a grey or RGB image, white defect on black")
         height, width = grey.shape
+        size, side = self.source_size, self.pipe.image_size
         if height != width:
-            raise DefFillerError(f"the mask is {width}x{height}; masks are square ({self.source_size}x{self.source_size} in "
-                                 f"the dataset): pad it with black or crop it to a square around the defect")
-        if width < self.pipe.image_size:
-            raise DefFillerError(f"the mask is {width}x{height}, smaller than the model's {self.pipe.image_size}x"
-                                 f"{self.pipe.image_size}: give one at least that large (the dataset's are {self.source_size})")
+            raise DefFillerError(f"the mask is {width}x{height}; masks are square ({size}x{size} in the dataset): "
+                                 "pad it with black or crop it to a square around the defect")
+        if width < side:
+            raise DefFillerError(f"the mask is {width}x{height}, smaller than the model's {side}x{side}: "
+                                 f"give one at least that large (the dataset's are {size}x{size})")
         mask = mask_at(prepare_mask(grey, "the mask"), self.source_size)
         if not mask.any():
             raise DefFillerError("the mask is empty (all black): draw the defect in white")
