@@ -146,6 +146,9 @@ def test_add_to_dataset_writes_valid_pairs_under_fresh_names(page, tmp_path):
         assert "nothing chosen" in page.add(variations, [], str(folder))
     with pytest.warns(UserWarning, match="no dataset folder"):
         assert "no dataset folder" in page.add(variations, ["1"], "  ")
+    (tmp_path / "a_file").write_text("")
+    with pytest.warns(UserWarning, match="cannot write into"):
+        assert "choose another folder" in page.add(variations, ["1"], str(tmp_path / "a_file"))
 
 
 @pytest.fixture(scope="module")

@@ -55,10 +55,10 @@ class DemoPage:
 
     def new_mask(self, label, seed):
         try:
-            mask = self.session.new_mask(label, seed)
+            mask = self.session.new_mask(label, int(seed or 0))
         except DefFillerError as exc:
             return gr.skip(), _warn(exc)
-        return _editor_value(mask), f"New {label} mask drawn by the mask DDPM (seed {int(seed)})."
+        return _editor_value(mask), f"New {label} mask drawn by the mask DDPM (seed {int(seed or 0)})."
 
     def gallery(self, variations: list[Variation], show_outline: bool):
         shown = [outline(v.image, v.mask) if show_outline else v.image for v in variations]
@@ -78,7 +78,7 @@ class DemoPage:
         try:
             mask = self.session.check_mask(None if editor is None else editor.get("composite"))
             report = lambda done, total: progress((done, total), desc="sampling")  # noqa: E731
-            variations = self.session.generate(mask, label, float(guidance), int(steps), scheduler, int(seed),
+            variations = self.session.generate(mask, label, float(guidance), int(steps), scheduler, int(seed or 0),
                                                int(count), report)
         except DefFillerError as exc:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), _warn(exc)
@@ -98,6 +98,9 @@ class DemoPage:
             names = self.session.add_to_dataset(folder.strip(), [variations[int(i) - 1] for i in chosen])
         except DefFillerError as exc:
             return _warn(exc)
+        except OSError as exc:
+            return _warn(DefFillerError(f"cannot write into {folder.strip()} ({exc.strerror or exc}): "
+                                        "choose another folder"))
         return f"Added {', '.join(names)} to `{folder.strip()}` (Source Images/*.bmp, Ground truth/*.png)."
 
     def build(self) -> gr.Blocks:
