@@ -5,6 +5,7 @@ folder, and copied to $DEFFILLER_DEMO_SCREENSHOT when set (README's docs/demo.pn
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -88,9 +89,15 @@ def browser():
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                      "--window-size=1280,1500"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the page's requests, to check them
     chrome = webdriver.Chrome(service=Service(driver), options=options)
     yield chrome
     chrome.quit()
+
+
+def requested_urls(browser) -> set[str]:
+    messages = [json.loads(entry["message"])["message"] for entry in browser.get_log("performance")]
+    return {m["params"]["request"]["url"] for m in messages if m["method"] == "Network.requestWillBeSent"}
 
 
 def fetch(url: str) -> np.ndarray:
@@ -108,14 +115,18 @@ def test_draw_upload_generate_and_add_to_dataset_in_headless_chromium(served, br
     mask[40:160, 94:106] = 255
     Image.fromarray(mask).save(tmp_path / "Sc_mask.png")
     wait = WebDriverWait(browser, 180)
-    status = lambda: browser.find_element(By.ID, "status").text  # noqa: E731
     sources = lambda: [img.get_attribute("src") for img in browser.find_elements(By.CSS_SELECTOR, "#gallery img")]  # noqa: E731
 
+    def status() -> str:
+        text = browser.find_element(By.ID, "status").text
+        assert "Not done" not in text, text  # the page refused: fail now, not at the timeout
+        return text
+
     browser.get(url)
-    wait.until(lambda b: b.find_elements(By.ID, "generate"))
-    canvas = browser.find_element(By.CSS_SELECTOR, "#canvas canvas")  # a horizontal stroke of the brush
+    canvas = wait.until(lambda b: next(iter(b.find_elements(By.CSS_SELECTOR, "#canvas canvas")), None))
+    wait.until(lambda b: canvas.is_displayed() and b.find_elements(By.CSS_SELECTOR, "#canvas button[title=Brush]"))
     ActionChains(browser).move_to_element_with_offset(canvas, -60, 0).click_and_hold().move_by_offset(60, 0) \
-        .move_by_offset(60, 0).release().perform()
+        .move_by_offset(60, 0).release().perform()  # a horizontal stroke of the brush
     browser.find_element(By.ID, "generate").click()
     wait.until(lambda b: len(sources()) == 4 and "4 inclusion images of a mask covering" in status())
     drawn = sources()
@@ -150,3 +161,5 @@ def test_draw_upload_generate_and_add_to_dataset_in_headless_chromium(served, br
     assert [p.name for p in pairs] == ["Sc_1", "Sc_2", "Sc_3", "Sc_4"]
     assert np.array_equal(np.asarray(Image.open(pairs[0].mask)), mask)
     assert np.array_equal(np.asarray(Image.open(pairs[2].image).convert("RGB")), images[2])
+    outside = {u for u in requested_urls(browser) if not u.startswith((url, "data:", "blob:"))}
+    assert not outside, f"the page reached outside 127.0.0.1: {sorted(outside)[:5]}"
