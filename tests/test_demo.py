@@ -4,6 +4,7 @@ test_demo_browser.py."""
 from __future__ import annotations
 
 import json
+import socket
 
 import gradio
 import numpy as np
@@ -198,9 +199,15 @@ def test_new_masks_come_from_the_mask_ddpm(run_dir, page, tmp_path):
         assert "--masks-model" in page.new_mask("patches", 0)[1]
 
 
-def test_cli_refuses_a_folder_without_a_model(tmp_path, capsys):
+def test_cli_refuses_a_folder_without_a_model_and_a_busy_port(tmp_path, run_dir, capsys):
     assert main(["demo", "--model", str(tmp_path), "--profile", "tiny"]) == 2
     assert "no DefFiller model here" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--model", str(run_dir), "--profile", "tiny", "--port", str(port), "--threads", "1"]) == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_the_demo_notebook_is_thin_without_outputs_and_outside_the_chain():

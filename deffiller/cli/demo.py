@@ -31,4 +31,7 @@ def _demo(args):
 
     session = DemoSession(args.model, args.profile, args.masks_model, args.detector, args.net)
     print(f"DefFiller demo of {args.model} on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    serve(session, args.dataset, args.host, args.port)
+    try:
+        serve(session, args.dataset, args.host, args.port)
+    except OSError as exc:  # Gradio's "Cannot find empty port"
+        raise DefFillerError(f"cannot serve on {args.host}:{args.port} ({exc}); choose another --port") from exc
