@@ -18,6 +18,7 @@ GROUPS = {
     "detect": "saliency detectors (CSEPNet, TSERNet, MINet): train, predict, evaluate",
     "baseline": "baselines AdaBLDM and DFMGAN",
     "report": "collect tables and figures of a profile into report.md/html",
+    "demo": "the interactive page: draw a mask, get defect images, add them to a dataset",
 }
 
 ENVIRONMENT_ERRNOS = {
