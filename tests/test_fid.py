@@ -198,3 +198,12 @@ def test_config_section_is_in_every_profile():
 
     for name in PROFILES:
         assert load_profile(name).section(FidConfig).batch_size >= 1
+
+
+def test_results_are_cached(mixed, cache, self_result):
+    """A second comparison of the same contents reads the stored result: the same numbers, nothing computed."""
+    assert self_result["result_cached"] is False
+    again = compute_fid(mixed, mixed, per_class=False, cache_dir=cache)
+    assert again["result_cached"] is True and again["real"]["features_cached"]
+    assert again["fid"] == self_result["fid"] and again["kid_mean"] == self_result["kid_mean"]
+    assert isinstance(again["fid"], float) and again["n_real"] == 12

@@ -6,10 +6,13 @@ and the metrics from its own functions; the 2048-d features of each image set ar
 hash of the set (file names and bytes) and the weights, so a real set is featurised once.
 Per-class results use the class of each file name's prefix (`In_3.png` -> inclusion) when the folders hold
 several classes; `results_table` turns them into the paper's table layout (one row per class plus AVG).
+The results are cached too, beside the features, under the content hashes of both sets, the weights and the
+settings, so a table's rerun computes nothing.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -22,7 +25,7 @@ from deffiller.config import REPO_ROOT
 from deffiller.data.layout import CLASS_PREFIXES
 from deffiller.errors import DefFillerError
 from deffiller.evaluation.inception_weights import InceptionWeights, resolve_weights, torch_fidelity_extractor
-from deffiller.utils.io import atomic_path, list_images, read_image, sha256_file
+from deffiller.utils.io import atomic_path, list_images, read_image, sha256_file, write_json
 
 FID_UNBIASED_FROM = 2048  # below this many samples the covariance is rank-deficient and FID is biased upward
 KID_MAX_SUBSET = 1000
@@ -177,11 +180,17 @@ def compute_fid(real_dir, fake_dir, per_class: bool | None = None, *, profile=No
             raise DefFillerError(f"class {name!r}: {len(rows[name][0])} real ({real.folder}) and {len(rows[name][1])} "
                                  f"fake ({fake.folder}) images; each class needs at least 2 on both sides, or pool them")
     inception = resolve_weights(weights, weights_dir)
+    scores = dict(kid_subsets=config.kid_subsets, prc_neighborhood=config.prc_neighborhood)
+    cached = _result_path(cache_dir, real, fake, inception, sorted(rows), scores)
+    if cached is not None and cached.is_file():
+        result = json.loads(cached.read_text())
+        result["real"].update(folder=str(real.folder), features_cached=True)
+        result["fake"].update(folder=str(fake.folder), features_cached=True)
+        return {**result, "result_cached": True}
     featurizer = Featurizer(inception, cache_dir, config.batch_size, config.device)
     real_features, real_cached = featurizer(real)
     fake_features, fake_cached = featurizer(fake)
 
-    scores = dict(kid_subsets=config.kid_subsets, prc_neighborhood=config.prc_neighborhood)
     result = metrics(real_features, fake_features, **scores)
     result["per_class"] = {name: metrics(real_features[r], fake_features[f], **scores) for name, (r, f) in rows.items()}
     result.update(
@@ -192,7 +201,19 @@ def compute_fid(real_dir, fake_dir, per_class: bool | None = None, *, profile=No
         ic_lpips={"available": False, "reason": IC_LPIPS_UNAVAILABLE},
         warnings=warnings,
     )
-    return result
+    if cached is not None:
+        write_json(cached, result)
+    return {**result, "result_cached": False}
+
+
+def _result_path(cache_dir, real: ImageSet, fake: ImageSet, inception: InceptionWeights, classes: list[str],
+                 scores: dict) -> Path | None:
+    """Where the result of this comparison is cached: keyed by both sets' contents, the weights, the classes and the
+    metric settings (None without a cache dir)."""
+    if not cache_dir:
+        return None
+    key = json.dumps([real.digest, fake.digest, real.labels, fake.labels, inception.sha256, classes, scores])
+    return Path(cache_dir) / "results" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
 def _classes(real: ImageSet, fake: ImageSet, per_class: bool | None, warnings: list) -> list[str]:
