@@ -151,6 +151,13 @@ def metrics(real: np.ndarray, fake: np.ndarray, kid_subsets: int = 100, prc_neig
     return out
 
 
+def profile_cache_dir(profile) -> Path:
+    """A profile's FID cache: `fid.cache_dir` (relative to the repo root), default `<outputs>/fid_cache`."""
+    config = profile.section(FidConfig)
+    return (REPO_ROOT / config.cache_dir.format(profile=profile.name) if config.cache_dir
+            else profile.path("outputs") / "fid_cache")
+
+
 def compute_fid(real_dir, fake_dir, per_class: bool | None = None, *, profile=None, config: FidConfig | None = None,
                 weights=None, weights_dir=None, cache_dir=None, class_map: dict[str, str] | None = None) -> dict:
     """FID/KID/precision/recall of the images in `fake_dir` against those in `real_dir`.
@@ -165,8 +172,7 @@ def compute_fid(real_dir, fake_dir, per_class: bool | None = None, *, profile=No
     if profile is not None:  # a profile's relative paths are relative to the repo
         weights = weights or (REPO_ROOT / config.weights if config.weights else None)
         weights_dir = weights_dir or profile.path("weights")
-        cache_dir = cache_dir or (REPO_ROOT / config.cache_dir.format(profile=profile.name) if config.cache_dir
-                                  else profile.path("outputs") / "fid_cache")
+        cache_dir = cache_dir or profile_cache_dir(profile)
     weights, cache_dir = weights or config.weights, cache_dir or config.cache_dir
     real, fake = ImageSet.from_folder(real_dir, class_map), ImageSet.from_folder(fake_dir, class_map)
     warnings = []

@@ -80,7 +80,7 @@ def fig7(runs: pd.DataFrame):
 
 def substitution_run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "08_substitution")
-    init = profile.section(ExperimentsConfig).inits[-1]
+    init = profile.section(ExperimentsConfig).main_init
     masks = substitution_masks(profile, source) / MASK_DIRS[0]
     deffiller = generation.generate(profile, init, masks, f"deffiller_{init}_substitution")
     adabldm = baselines.generated(profile, "adabldm_substitution")
@@ -96,7 +96,7 @@ def substitution_run(profile: Profile) -> Outputs:
 
 def expansion_run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "09_expansion")
-    init = profile.section(ExperimentsConfig).inits[-1]
+    init = profile.section(ExperimentsConfig).main_init
     generated = {"DFMGAN": baselines.generated(profile, "dfmgan_new"),
                  "AdaBLDM": baselines.generated(profile, "adabldm_new"),
                  "DefFiller": generation.generated(profile, f"deffiller_{init}_new")}

@@ -38,3 +38,19 @@ def pairs_rows(pairs_by_label: dict, per_label: int) -> dict[str, list[np.ndarra
             cells += [read_image(pair.image, "L"), read_image(pair.mask, "L")]
         rows[label] = cells
     return rows
+
+
+def side_by_side(left: list[np.ndarray], right: list[np.ndarray], titles: tuple[str, str], cols: int = 4,
+                 cell: float = 1.2):
+    """Two panels of images, `cols` wide each, a blank column between them; `titles` above the two panels."""
+    rows = -(-max(len(left), len(right)) // cols)
+    fig, axes = plt.subplots(rows, 2 * cols + 1, figsize=(cell * (2 * cols + 1), cell * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for offset, images in ((0, left), (cols + 1, right)):
+        for i, image in enumerate(images):
+            axes[i // cols, offset + i % cols].imshow(image, cmap="gray", vmin=0, vmax=255)
+    for offset, title in zip((0, cols + 1), titles):
+        axes[0, offset].set_title(title, fontsize=8, loc="left")
+    fig.tight_layout(pad=0.3)
+    return fig
