@@ -28,7 +28,7 @@ class ReportConfig:
 TABLES = [f"table{i}" for i in range(1, 9)]
 FIGURES = {
     "fig3": "Mask-image pairs of SD-Saliency-900",
-    "fig4": "Generated images under the three training strategies",
+    "fig4": "Generated images under the training strategies of Table 1",
     "fig5": "Generated images under different guidance scales",
     "fig6": "Qualitative comparison, masks from SD-Saliency-900",
     "fig7": "S-measure before and after data substitution",
