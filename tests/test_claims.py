@@ -16,7 +16,7 @@ NAN = math.nan
 def fid_rows(key: str, rows: dict) -> pd.DataFrame:
     """An FID table of the schema: key, the three classes and AVG (each row's classes all equal its AVG), mask S."""
     return pd.DataFrame([{key: k, "inclusion": v[0], "patches": v[0], "scratches": v[0], "AVG": v[0],
-                          "KID": 0.01, "KID std": 0.001, "mask S": v[1]} for k, v in rows.items()])
+                          "KID AVG": 0.01, "mask S": v[1]} for k, v in rows.items()])
 
 
 def detector_rows(rows: list[tuple]) -> pd.DataFrame:
@@ -30,7 +30,7 @@ def detector_rows(rows: list[tuple]) -> pd.DataFrame:
 def run_folder(tmp_path):
     tables = {
         "fid_seeds": pd.DataFrame({"seed": [0, 1], "inclusion": [50.0, 52.0], "patches": [50.0, 52.0],
-                                   "scratches": [50.0, 52.0], "AVG": [50.0, 52.0], "KID": [0.01, 0.01],
+                                   "scratches": [50.0, 52.0], "AVG": [50.0, 52.0], "KID AVG": [0.01, 0.01],
                                    "mask S": [0.85, 0.85]}),  # spread 2: differences below 4 are not separable
         "table1": fid_rows("strategy", {"no adaptation": (300.0, 0.5), "sd": (80.0, 0.7), "gligen": (50.0, 0.85),
                                         "scratch": (350.0, 0.4), "real": (40.0, 0.9)}),
