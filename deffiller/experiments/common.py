@@ -13,7 +13,7 @@ from deffiller.config import Profile
 from deffiller.data.layout import IMAGE_DIRS, MASK_DIRS, load_pairs
 from deffiller.data.source import DatasetSource
 from deffiller.evaluation.fid import fid_table
-from deffiller.utils.io import read_image
+from deffiller.utils.io import read_image, recover_folder, staged_folder
 
 
 @dataclass
@@ -29,14 +29,12 @@ def eval_set(profile: Profile, source: DatasetSource) -> Path:
     """The first `eval_per_class` real pairs of each class, copied once into outputs/<profile>/eval_set (dataset layout)."""
     cfg = profile.section(ExperimentsConfig)
     folder = profile.path("outputs") / "eval_set"
-    if not (folder / MASK_DIRS[0]).is_dir():
-        staging = folder.with_name(".eval_set.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        for pair in load_pairs(source.root, per_class=cfg.eval_per_class):
-            for src, sub in ((pair.image, IMAGE_DIRS[0]), (pair.mask, MASK_DIRS[0])):
-                (staging / sub).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, staging / sub / src.name)
-        staging.rename(folder)
+    if not (recover_folder(folder) / MASK_DIRS[0]).is_dir():
+        with staged_folder(folder) as staging:
+            for pair in load_pairs(source.root, per_class=cfg.eval_per_class):
+                for src, sub in ((pair.image, IMAGE_DIRS[0]), (pair.mask, MASK_DIRS[0])):
+                    (staging / sub).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, staging / sub / src.name)
     return folder
 
 

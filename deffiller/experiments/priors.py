@@ -29,6 +29,7 @@ from deffiller.models.vae import small_vae
 from deffiller.reporting.outputs import Outputs
 from deffiller.training.deffiller import DefFillerTask, TrainConfig, noise_scheduler
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.utils.io import recover_folder
 
 
 @dataclass
@@ -110,7 +111,7 @@ def run(profile: Profile) -> Outputs:
     else:
         cfg = profile.section(PriorsConfig)
         pairs = load_pairs(source.root, per_class=profile.data.per_class)
-        if not sd_path.exists():
+        if not recover_folder(sd_path).exists():
             build_sd_like(profile, pairs, sd_path, cfg)
         if not gligen_path.exists():
             build_gligen_like(profile, gligen_path, cfg)

@@ -14,6 +14,7 @@ from diffusers import AutoencoderKL
 from deffiller.data.dataset import MaskImageDataset
 from deffiller.models.config import VAEConfig
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.utils.io import recover_folder, replace_folder
 
 
 def build_vae(cfg: VAEConfig, image_size: int) -> AutoencoderKL:
@@ -57,7 +58,7 @@ def small_vae(cfg: VAEConfig, pairs, image_size: int, cache_root, seed: int = 0,
     key = hashlib.sha256(json.dumps([dataclasses.asdict(cfg), image_size, seed, sorted(p.name for p in pairs)],
                                     sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache_root) / f"vae-{key}"
-    if (folder / "config.json").is_file():
+    if (recover_folder(folder) / "config.json").is_file():
         return AutoencoderKL.from_pretrained(folder)
     classes = sorted({p.label for p in pairs})
     dataset = MaskImageDataset(pairs, classes, image_size, mask_channels=len(classes) + 1)
@@ -72,8 +73,7 @@ def small_vae(cfg: VAEConfig, pairs, image_size: int, cache_root, seed: int = 0,
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, dataset))
     vae.save_pretrained(staging / "model")
     (staging / "model" / "training_metrics.jsonl").write_bytes((staging / "train" / "metrics.jsonl").read_bytes())
-    shutil.rmtree(folder, ignore_errors=True)
-    (staging / "model").rename(folder)
+    replace_folder(staging / "model", folder)
     shutil.rmtree(staging)
     return vae
 
