@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from deffiller.utils.provenance import provenance
+from deffiller.utils.provenance import git_commit, versions
 
 
 def sync(device: str) -> None:
@@ -73,7 +73,7 @@ def machine(device: str) -> dict:
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
-    return info | provenance()
+    return info | versions() | {"git_commit": git_commit()}
 
 
 def print_table(rows: list[dict], title: str) -> None:

@@ -183,7 +183,8 @@ def test_the_detector_scores_each_variation_by_iou_with_the_mask(run_dir, detect
 
 
 def test_new_masks_come_from_the_mask_ddpm(run_dir, page, tmp_path):
-    from deffiller.models.mask_ddpm import MaskDDPMConfig, build_scheduler, build_unet
+    from deffiller.models.mask_ddpm import build_scheduler, build_unet
+    from deffiller.training.mask_ddpm import MaskDDPMConfig
     from deffiller.pipelines.mask_sampling import MaskClasses, MaskDDPMPipeline, save_mask_model
 
     profile = tiny_profile(tmp_path)

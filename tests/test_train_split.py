@@ -10,7 +10,7 @@ from tiny_deffiller import tiny_profile
 
 import deffiller.baselines.adabldm.train as adabldm_train
 import deffiller.baselines.dfmgan.train as dfmgan_train
-import deffiller.models.mask_ddpm as mask_ddpm
+import deffiller.training.mask_ddpm as mask_ddpm
 import deffiller.training.deffiller as deffiller_train
 from deffiller.cli import build_parser
 from deffiller.data.layout import load_pairs

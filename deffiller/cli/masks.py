@@ -43,7 +43,7 @@ def register(parser):
 
 def _train(args):
     from deffiller.config import load_profile
-    from deffiller.models.mask_ddpm import train_mask_ddpm
+    from deffiller.training.mask_ddpm import train_mask_ddpm
 
     summary = train_mask_ddpm(load_profile(args.profile), args.out, data=args.data, train_manifest=args.train_manifest,
                               resume=args.resume)
@@ -53,8 +53,8 @@ def _train(args):
 
 def _sample(args):
     from deffiller.config import load_profile
-    from deffiller.models.mask_ddpm import MaskDDPMConfig
     from deffiller.pipelines.mask_sampling import sample_masks, trained_profile
+    from deffiller.training.mask_ddpm import MaskDDPMConfig
 
     profile = load_profile(args.profile or trained_profile(args.model) or "smoke")
     cfg = profile.section(MaskDDPMConfig)

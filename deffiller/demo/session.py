@@ -19,10 +19,10 @@ from deffiller.data.masks import binarize
 from deffiller.detection.predict import load_detector, predict_maps
 from deffiller.detection.train import DetectConfig
 from deffiller.errors import DefFillerError
-from deffiller.models.mask_ddpm import MaskDDPMConfig
 from deffiller.pipelines.deffiller import SCHEDULERS, SampleConfig, mask_at, prepare_mask
 from deffiller.pipelines.generate import IMAGE_DIR, MASK_DIR, load_pipeline
 from deffiller.pipelines.mask_sampling import load_mask_model, mask_seed, to_binary
+from deffiller.training.mask_ddpm import MaskDDPMConfig
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import save_image
 

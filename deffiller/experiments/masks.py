@@ -7,9 +7,9 @@ from deffiller.config import Profile
 from deffiller.evaluation.mask_quality import mask_quality, quality_table
 from deffiller.experiments.common import eval_set
 from deffiller.experiments.data import start
-from deffiller.models.mask_ddpm import MaskDDPMConfig, train_mask_ddpm
 from deffiller.pipelines.mask_sampling import sample_masks
 from deffiller.reporting.outputs import Outputs
+from deffiller.training.mask_ddpm import MaskDDPMConfig, train_mask_ddpm
 
 
 def run_dir(profile: Profile):

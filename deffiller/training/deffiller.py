@@ -16,11 +16,12 @@ from deffiller.config import Profile
 from deffiller.data.dataset import MaskImageDataset
 from deffiller.data.splits import training_pairs
 from deffiller.errors import DefFillerError
-from deffiller.models.build import DefFillerParts, build_parts
+from deffiller.models.build import DefFillerParts
 from deffiller.models.speed import configure_unet, precision
 from deffiller.models.text import PromptCache, encode_prompts
 from deffiller.pipelines.deffiller import DefFillerPipeline, make_scheduler
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.training.parts import build_parts
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import staged_folder
 

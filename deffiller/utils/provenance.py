@@ -11,12 +11,12 @@ from deffiller import __version__
 PACKAGES = ("torch", "diffusers", "transformers", "timm", "accelerate", "torch-fidelity", "pysodmetrics")
 
 
-def git_commit(short: bool = False) -> str:
+def git_commit() -> str:
     """The commit of the checkout holding this package, `+dirty` when tracked files differ; "unknown" outside git."""
     repo = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"], cwd=repo,
-                              capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):

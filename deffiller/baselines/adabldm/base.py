@@ -11,9 +11,10 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from deffiller.config import Profile
 from deffiller.errors import DefFillerError
-from deffiller.models.build import build_parts, vae_factor
+from deffiller.models.build import vae_factor
 from deffiller.models.config import ModelConfig
 from deffiller.models.convert import save_sd_folder, sd_unet_like
+from deffiller.training.parts import build_parts
 from deffiller.utils.io import recover_folder
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
