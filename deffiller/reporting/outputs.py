@@ -60,6 +60,7 @@ class Outputs:
         record = {
             "notebook": self.notebook,
             "profile": self.profile.name,
+            "overrides": self.profile.overrides,
             "seed": self.profile.seed,
             "data": self.data,
             "banner": self.banner,

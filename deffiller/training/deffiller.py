@@ -143,7 +143,8 @@ def train_deffiller(profile: Profile, init: str, out, data=None, train_manifest=
     torch.manual_seed(profile.seed)
     with precision(resolve_device(cfg.device), "no", cfg.tf32):  # mixed precision is the loop's (accelerate)
         summary = train(DefFillerTask(parts, cfg), dataset, cfg, out, seed=profile.seed, resume=resume,
-                        progress=progress, run_info={"profile": profile.name, "init": init, "data": described,
-                                                     "pairs": len(pairs), "provenance": parts.provenance})
+                        progress=progress, run_info={"profile": profile.name, "overrides": profile.overrides,
+                                                     "init": init, "data": described, "pairs": len(pairs),
+                                                     "provenance": parts.provenance})
     summary["model"] = str(save_pipeline(parts, cfg, classes, out / MODEL_DIR))
     return summary

@@ -119,7 +119,8 @@ def train_mask_ddpm(profile: Profile, out_dir, data=None, train_manifest=None, r
     torch.manual_seed(profile.seed)
     unet, scheduler = build_unet(cfg, len(dataset.classes)), build_scheduler(cfg)
     loop_config = dataclasses.replace(cfg, max_steps=cfg.steps_for(len(dataset)))
-    run_info = {"profile": profile.name, "data": described, "masks": len(dataset), "classes": list(dataset.classes)}
+    run_info = {"profile": profile.name, "overrides": profile.overrides, "data": described, "masks": len(dataset),
+                "classes": list(dataset.classes)}
     summary = train(MaskDDPMTask(unet, scheduler, cfg.hflip), dataset, loop_config, out_dir, seed=profile.seed,
                     resume=resume, progress=progress, run_info=run_info)
     model = Path(out_dir) / MODEL_DIR
