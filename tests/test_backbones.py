@@ -24,8 +24,6 @@ from deffiller.models.convert import save_sd_folder, sd_unet_like
 from deffiller.models.unet import MaskEncoder
 from deffiller.utils.io import sha256_file
 
-torch.set_num_threads(1)
-
 
 def _randomised(model: torch.nn.Module, seed: int, skip: tuple[str, ...] = ()) -> torch.nn.Module:
     """The library model with random weights and BN statistics (so a stat that is not copied would show); the

@@ -10,7 +10,6 @@ import sys
 import types
 
 import pytest
-import torch
 import yaml
 
 from deffiller.cli import build_parser, main
@@ -75,12 +74,6 @@ def test_an_unknown_section_or_key_is_an_error_naming_the_valid_ones(setting, me
     assert main(["report", "--profile", "tiny", "--set", setting]) == 2
     err = capsys.readouterr().err
     assert err.startswith("deffiller: error: ") and re.search(message, err), err
-
-
-@pytest.fixture(autouse=True)
-def keep_threads(monkeypatch):
-    """The commands set torch's thread count; here they must not change the test process's."""
-    monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
 
 
 class Called(Exception):

@@ -21,7 +21,6 @@ from deffiller.training.deffiller import TrainConfig, save_pipeline
 from deffiller.training.mask_ddpm import MaskDDPMConfig
 from deffiller.utils.io import list_images, read_image
 
-torch.set_num_threads(1)
 PER_CLASS = 2
 
 

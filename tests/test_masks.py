@@ -18,7 +18,6 @@ from deffiller.pipelines.mask_sampling import (CLASSES_FILE, load_mask_model, ma
 from deffiller.training.mask_ddpm import MaskDataset, MaskDDPMConfig, MaskDDPMTask, train_mask_ddpm
 from deffiller.utils.io import list_images, read_image, save_image
 
-torch.set_num_threads(1)  # 2 threads on 2 shared cores run far slower when another job is busy
 NAMES = {f"{p}_{i}.png" for p in ("In", "Pa", "Sc") for i in range(1, 5)}
 
 

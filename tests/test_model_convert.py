@@ -16,8 +16,6 @@ from deffiller.models.convert import (load_original_checkpoint, parts_from_glige
                                       save_sd_folder, sd_unet_like, to_original, unet_key_to_original)
 from deffiller.training.parts import build_parts
 
-torch.set_num_threads(1)
-
 
 def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
