@@ -33,13 +33,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from deffiller.baselines.dfmgan.config import DFMGANConfig
-    from deffiller.baselines.dfmgan.model import build_discriminator, build_generator, device_of
+    from deffiller.baselines.dfmgan.model import build_discriminator, build_generator
     from deffiller.baselines.dfmgan.train import stage2_trainer
     from deffiller.baselines.dfmgan.trainer import Trainer
     from deffiller.config import load_profile
+    from deffiller.utils.device import resolve_device
 
     cfg = load_profile(args.profile).section(DFMGANConfig).check()
-    device = device_of(args.device or cfg.device)
+    device = resolve_device(args.device or cfg.device)
     torch.manual_seed(0)
     G, D = build_generator(cfg, defect=False).to(device), build_discriminator(cfg).to(device)
     stage1 = Trainer(G, D, cfg, RandomReals(cfg.resolution, masks=False))

@@ -17,7 +17,8 @@ from common import add_common_args, machine, median_time, peak_memory_mb, print_
 def mask_rows(profiles=("tiny",), batch: int = 16, steps: int = 5, repeats: int = 3, device: str = "cpu",
               warmup: int = 1) -> list[dict]:
     from deffiller.config import load_profile
-    from deffiller.models.mask_ddpm import MaskDDPMConfig, MaskDDPMTask, build_scheduler, build_unet
+    from deffiller.models.mask_ddpm import build_scheduler, build_unet
+    from deffiller.training.mask_ddpm import MaskDDPMConfig, MaskDDPMTask
     from deffiller.pipelines.mask_sampling import MaskDDPMPipeline
 
     rows = []

@@ -8,12 +8,13 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from deffiller.utils.provenance import git_commit, versions
 
 
 def sync(device: str) -> None:
@@ -66,23 +67,13 @@ def cpu_model() -> str:
 
 def machine(device: str) -> dict:
     """Where and with what a benchmark ran: CPU model and cores, GPU, library versions, commit, date, command."""
-    import diffusers
-    import transformers
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_model(),
-            "cores": cores, "threads": torch.get_num_threads(), "device": device, "python": platform.python_version(),
-            "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+            "cores": cores, "threads": torch.get_num_threads(), "device": device, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                            cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        info["git_commit"] = None
-    return info
+    return info | versions() | {"git_commit": git_commit()}
 
 
 def print_table(rows: list[dict], title: str) -> None:

@@ -4,10 +4,16 @@ A profile is one YAML file. Its `paths`, `data` and `seed` are typed here; every
 section belongs to the module that uses it, which declares a dataclass with `SECTION = "<name>"`
 and reads it with `profile.section(MyConfig)`. Unknown keys are errors, so a typo in a profile
 fails loudly instead of being ignored.
+
+A profile loaded with overrides (`load_profile(name, {"sample.guidance": 5})`, `deffiller ... --set
+sample.guidance=5`) is another configuration: `{profile}` in its paths becomes `<name>-set-<digest of the overrides>`,
+so its outputs and figures never overwrite the profile's own, and it records the overrides it was given.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +24,8 @@ import yaml
 from deffiller.errors import DefFillerError
 
 PROFILES = ("tiny", "smoke", "paper")
+DEFAULT_PROFILE = "smoke"  # of every command
+TYPED = ("seed", "paths", "data")  # the top-level keys this module types; other sections belong to their modules
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,10 +60,19 @@ class Profile:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     raw: dict = field(default_factory=dict, repr=False)
+    overrides: dict = field(default_factory=dict)  # dotted key -> value, as given to load_profile
+
+    @property
+    def folder_name(self) -> str:
+        """What `{profile}` in a path becomes: the name, plus a digest of the overrides when there are any."""
+        if not self.overrides:
+            return self.name
+        digest = hashlib.sha256(json.dumps(self.overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return f"{self.name}-set-{digest}"
 
     def path(self, key: str) -> Path:
         """A path from `paths`, with `{profile}` filled in, relative to the repo root unless absolute."""
-        value = Path(getattr(self.paths, key).format(profile=self.name))
+        value = Path(getattr(self.paths, key).format(profile=self.folder_name))
         return value if value.is_absolute() else REPO_ROOT / value
 
     def section(self, cls: type[T]) -> T:
@@ -95,10 +112,13 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     node[leaf] = value
 
 
-def load_profile(name_or_path: str | os.PathLike = "tiny", overrides: dict | None = None) -> Profile:
+def load_profile(name_or_path: str | os.PathLike = "tiny", overrides: dict | None = None,
+                 sections: typing.Iterable[type] = ()) -> Profile:
     """Load a profile by name (`tiny`, `smoke`, `paper`) or from a YAML path.
 
-    `overrides` maps dotted keys to values, e.g. {"train.max_steps": 3, "seed": 1}.
+    `overrides` maps dotted keys to values, e.g. {"train.max_steps": 3, "seed": 1}; a section the profile does not
+    have is an error, and so is a key that `paths`, `data` or the dataclass of `sections` with that SECTION lacks
+    (the keys of other sections are checked when a module reads them).
     """
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -109,13 +129,24 @@ def load_profile(name_or_path: str | os.PathLike = "tiny", overrides: dict | Non
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise DefFillerError(f"{path}: invalid YAML ({exc})") from exc
+    known = sorted(set(TYPED) | set(raw) - {"profile"})
     for key, value in (overrides or {}).items():
+        if "." not in key and key not in ("seed",):
+            raise DefFillerError(f"override {key}: name a setting as section.key (e.g. sample.guidance), or seed")
+        if key.split(".")[0] not in known:
+            raise DefFillerError(f"override {key}: {path} has no section {key.split('.')[0]!r}; valid: {known}")
         _set_dotted(raw, key, value)
     name = raw.pop("profile", path.stem)
-    return Profile(
+    profile = Profile(
         name=name,
         seed=int(raw.pop("seed", 0)),
         paths=build(PathsConfig, raw.pop("paths", {}), f"{name}.paths"),
         data=build(DataConfig, raw.pop("data", {}), f"{name}.data"),
         raw=raw,
+        overrides=dict(overrides or {}),
     )
+    overridden = {key.split(".")[0] for key in profile.overrides}
+    for cls in sections:
+        if cls.SECTION in overridden:
+            profile.section(cls)  # an unknown key raises here, naming the known ones
+    return profile

@@ -1,13 +1,31 @@
-"""Shared fixtures: the real dataset from ../shared when present, and synthetic datasets."""
+"""Shared fixtures: torch on one thread, the real dataset from ../shared when present, and synthetic datasets."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
 SD900 = SHARED / "data" / "SD-saliency-900"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Torch on one thread for the whole session, module fixtures included (two threads on two busy shared cores
+    run many times slower); the count the session found is restored at its end."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def reset_torch_threads(one_torch_thread):
+    """Back to one thread after each test, whatever the test or a command it ran set."""
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

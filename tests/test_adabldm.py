@@ -18,7 +18,6 @@ from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import read_image, save_image
 
-torch.set_num_threads(1)  # 2 threads on 2 shared cores run up to 60x slower when another job is busy
 SIZE = 64
 
 

@@ -18,13 +18,11 @@ from deffiller.errors import DefFillerError
 from deffiller.experiments.data import backbone_weights
 from deffiller.detection.nets._backbone import load_torchvision_backbone
 from deffiller.models.backbones import BackboneFile, timm_file, torchvision_file, torchvision_model
-from deffiller.models.build import build_parts
+from deffiller.training.parts import build_parts
 from deffiller.models.config import ModelConfig
 from deffiller.models.convert import save_sd_folder, sd_unet_like
 from deffiller.models.unet import MaskEncoder
 from deffiller.utils.io import sha256_file
-
-torch.set_num_threads(1)
 
 
 def _randomised(model: torch.nn.Module, seed: int, skip: tuple[str, ...] = ()) -> torch.nn.Module:

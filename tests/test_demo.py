@@ -23,14 +23,6 @@ from deffiller.utils.io import read_image
 CLASSES = ("inclusion", "patches", "scratches")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo_model")
@@ -183,7 +175,8 @@ def test_the_detector_scores_each_variation_by_iou_with_the_mask(run_dir, detect
 
 
 def test_new_masks_come_from_the_mask_ddpm(run_dir, page, tmp_path):
-    from deffiller.models.mask_ddpm import MaskDDPMConfig, build_scheduler, build_unet
+    from deffiller.models.mask_ddpm import build_scheduler, build_unet
+    from deffiller.training.mask_ddpm import MaskDDPMConfig
     from deffiller.pipelines.mask_sampling import MaskClasses, MaskDDPMPipeline, save_mask_model
 
     profile = tiny_profile(tmp_path)

@@ -15,15 +15,6 @@ OFFICIAL_PARAMS = {"csepnet": 18_775_142, "tsernet": 236_779_918}  # measured on
 N_OUTPUTS = {"csepnet": 5, "tsernet": 13}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops: one thread is as fast here and does not stall when the shared CPUs are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def nets() -> dict[str, Detector]:
     torch.manual_seed(0)

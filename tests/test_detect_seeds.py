@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from deffiller.config import load_profile
 from deffiller.data.synth import synthesize
@@ -15,14 +14,6 @@ from deffiller.errors import DefFillerError
 from deffiller.experiments.detection import detector_tables
 from deffiller.reporting.claims import read_table
 from deffiller.reporting.outputs import Outputs
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def runs(rows):

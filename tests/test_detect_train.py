@@ -21,15 +21,6 @@ from deffiller.errors import DefFillerError
 from deffiller.utils.io import read_image
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """2 threads on 2 shared cores run many times slower when another job is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_all_three_networks_are_registered():
     assert {"csepnet", "tsernet", "minet"} <= set(list_detectors())
     with pytest.raises(DefFillerError, match="unknown detector 'nope'"):

@@ -21,8 +21,6 @@ from deffiller.data.layout import load_pairs
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import read_image
 
-torch.set_num_threads(1)  # 2 threads on 2 shared cores run far slower when another job is busy
-
 
 @pytest.fixture(scope="module")
 def cfg() -> DFMGANConfig:

@@ -54,7 +54,6 @@ def _detect_args(profile, data, out, *extra):
 
 def test_sigkill_mid_detector_training_then_resume_equals_an_uninterrupted_run(data, tmp_path):
     profile = _profile(tmp_path, detect={"epochs": 3, "max_steps": DETECT_STEPS, "checkpoint_every": 1})
-    torch.set_num_threads(1)
     reference = tmp_path / "reference"
     assert main(_detect_args(profile, data, reference)) == 0
 

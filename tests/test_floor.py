@@ -27,14 +27,6 @@ from deffiller.utils.io import read_image, save_image
 OFFICIAL = REPO_ROOT.parent / "shared" / "weights" / "minet" / "MINet.pth"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def judge():
     if not OFFICIAL.is_file():

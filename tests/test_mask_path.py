@@ -12,15 +12,15 @@ from PIL import Image
 from tiny_deffiller import tiny_parts, tiny_profile
 
 import deffiller.baselines.adabldm.generate as adabldm_generate
-from deffiller.models.mask_ddpm import MaskDDPMConfig, build_scheduler, build_unet
+from deffiller.models.mask_ddpm import build_scheduler, build_unet
 from deffiller.pipelines.deffiller import DefFillerPipeline
 from deffiller.pipelines.generate import MASK_DIR, generate_from_masks
 from deffiller.pipelines.mask_sampling import (SOURCE_DIR, MaskClasses, MaskDDPMPipeline, mask_file_at, sample_masks,
                                                save_mask_model)
 from deffiller.training.deffiller import TrainConfig, save_pipeline
+from deffiller.training.mask_ddpm import MaskDDPMConfig
 from deffiller.utils.io import list_images, read_image
 
-torch.set_num_threads(1)
 PER_CLASS = 2
 
 

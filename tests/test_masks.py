@@ -13,12 +13,11 @@ from deffiller.config import load_profile
 from deffiller.data.layout import load_pairs
 from deffiller.errors import DefFillerError
 from deffiller.evaluation.mask_quality import (mask_quality, masks_figure, nearest_iou, quality_table, read_mask_set)
-from deffiller.models.mask_ddpm import (MaskDataset, MaskDDPMConfig, MaskDDPMTask, build_scheduler, build_unet,
-                                        train_mask_ddpm)
+from deffiller.models.mask_ddpm import build_scheduler, build_unet
 from deffiller.pipelines.mask_sampling import (CLASSES_FILE, load_mask_model, mask_seed, sample_masks)
+from deffiller.training.mask_ddpm import MaskDataset, MaskDDPMConfig, MaskDDPMTask, train_mask_ddpm
 from deffiller.utils.io import list_images, read_image, save_image
 
-torch.set_num_threads(1)  # 2 threads on 2 shared cores run far slower when another job is busy
 NAMES = {f"{p}_{i}.png" for p in ("In", "Pa", "Sc") for i in range(1, 5)}
 
 

@@ -18,15 +18,6 @@ from deffiller.errors import DefFillerError
 OFFICIAL = REPO_ROOT.parent / "shared" / "weights" / "minet" / "MINet.pth"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """2 threads on 2 shared cores run many times slower when another job is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def official_state():
     if not OFFICIAL.is_file():

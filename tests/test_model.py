@@ -11,8 +11,6 @@ from deffiller.models.build import build_unet
 from deffiller.models.config import ModelConfig
 from deffiller.training.deffiller import DefFillerTask, TrainConfig
 
-torch.set_num_threads(1)
-
 
 def _one_hot(batch, channels, size, label=1):
     sem = torch.zeros(batch, channels, size, size)

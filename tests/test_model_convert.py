@@ -10,12 +10,11 @@ from accelerate import init_empty_weights
 from tiny_deffiller import tiny_parts, tiny_profile
 
 from deffiller.errors import DefFillerError
-from deffiller.models.build import build_parts, build_unet
+from deffiller.models.build import build_unet
 from deffiller.models.config import ModelConfig, VAEConfig
 from deffiller.models.convert import (load_original_checkpoint, parts_from_gligen_checkpoint, save_original_gligen_checkpoint,
                                       save_sd_folder, sd_unet_like, to_original, unet_key_to_original)
-
-torch.set_num_threads(1)
+from deffiller.training.parts import build_parts
 
 
 def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

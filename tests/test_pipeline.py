@@ -14,7 +14,6 @@ from deffiller.pipelines.generate import IMAGE_DIR, MASK_DIR, generate_from_mask
 from deffiller.training.deffiller import TrainConfig, save_pipeline
 from deffiller.utils.io import read_image, save_image
 
-torch.set_num_threads(1)
 CLASSES = ("inclusion", "patches", "scratches")
 
 

@@ -26,7 +26,6 @@ OFFICIAL = dict(attention="explicit", batched_cfg=False, cache_conditioning=Fals
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.set_num_threads(1)
     profile = tiny_profile(tmp_path_factory.mktemp("speed"))
     return profile, tiny_parts(profile)
 

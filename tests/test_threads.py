@@ -10,14 +10,7 @@ from deffiller.config import load_profile
 from deffiller.experiments.data import start
 
 
-@pytest.fixture
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-def test_half_the_cores_unless_told(monkeypatch, restore_threads):
+def test_half_the_cores_unless_told(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
     assert threads.set_torch_threads() == 3 == torch.get_num_threads()
     assert threads.set_torch_threads(2) == 2 == torch.get_num_threads()
@@ -25,10 +18,9 @@ def test_half_the_cores_unless_told(monkeypatch, restore_threads):
     assert threads.set_torch_threads() == 1
 
 
-def test_notebook_start_sets_threads_as_the_cli(monkeypatch, restore_threads, synth_dataset, tmp_path):
+def test_notebook_start_sets_threads_as_the_cli(monkeypatch, synth_dataset, tmp_path):
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
     monkeypatch.setenv("DEFFILLER_DATASET", str(synth_dataset))
-    torch.set_num_threads(1)
     source, _ = start(load_profile("tiny", {"paths.figures": str(tmp_path)}), "00_test")
     assert torch.get_num_threads() == 3 and source.root == synth_dataset
 

@@ -4,19 +4,16 @@ not what is checked) and none is a test pair of the split."""
 from __future__ import annotations
 
 import pytest
-import torch
 from test_adabldm import write_tiny_sd
 from tiny_deffiller import tiny_profile
 
 import deffiller.baselines.adabldm.train as adabldm_train
 import deffiller.baselines.dfmgan.train as dfmgan_train
-import deffiller.models.mask_ddpm as mask_ddpm
 import deffiller.training.deffiller as deffiller_train
+import deffiller.training.mask_ddpm as mask_ddpm
 from deffiller.cli import build_parser
 from deffiller.data.layout import load_pairs
 from deffiller.data.splits import expansion_split, split_pairs, training_pairs, write_manifest
-
-torch.set_num_threads(1)
 
 
 class Enough(Exception):

@@ -163,7 +163,7 @@ def test_deffiller_resume_matches_an_uninterrupted_run(tmp_path, tiny_data, monk
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     untouched = _final_unet(tmp_path / "whole")["conv_in.bias"]
     from deffiller.data.layout import load_pairs
-    from deffiller.models.build import build_parts
+    from deffiller.training.parts import build_parts
 
     initial = build_parts(profile, "scratch", load_pairs(tiny_data), progress=False).unet
     assert torch.equal(untouched, initial.conv_in.bias.detach())  # frozen: the bias of conv_in never moves

@@ -132,7 +132,6 @@ def test_a_checkpoint_without_a_recorded_time_gives_an_unknown_total(tmp_path, f
 def test_detector_training_sums_wall_time_over_resumes(synth_dataset, tmp_path, fake_time, monkeypatch):
     from deffiller.data.layout import load_pairs
 
-    torch.set_num_threads(1)
     build, save = detect_train.create_detector, detect_train._save_checkpoint
 
     def timed_detector(*args, **kwargs):

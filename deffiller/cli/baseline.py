@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from deffiller.cli.settings import add_profile_options, load_settings
+
 
 def register(parser):
     sub = parser.add_subparsers(dest="baseline", metavar="METHOD", required=True)
@@ -46,7 +48,7 @@ def _method(sub, name: str, summary: str, description: str, *, train_help: str, 
     actions = sub.add_parser(name, help=summary, description=description).add_subparsers(
         dest=f"{name}_command", metavar="ACTION", required=True)
     train = actions.add_parser("train", help=train_help)
-    train.add_argument("--profile", default="tiny", help="tiny | smoke | paper or a YAML path (default tiny)")
+    add_profile_options(train)
     data = train.add_mutually_exclusive_group()
     data.add_argument("--data", help="dataset folder; all its pairs are used (default: the profile's dataset)")
     data.add_argument("--train-split", "--train-manifest", dest="train_manifest", metavar="CSV",
@@ -67,11 +69,9 @@ def _method(sub, name: str, summary: str, description: str, *, train_help: str, 
 
 
 def _run(args):
-    from deffiller.config import load_profile
-
     module, name = args.function
     function = getattr(importlib.import_module(module), name)
     kwargs = {k: v for k, v in vars(args).items() if k in inspect.signature(function).parameters}
     if "profile" in kwargs:
-        kwargs["profile"] = load_profile(kwargs["profile"])
+        kwargs["profile"] = load_settings(args)
     print("\n".join(function(**kwargs)["lines"]))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from deffiller.cli.settings import add_profile_options, load_settings
+
 
 def register(parser):
     sub = parser.add_subparsers(dest="detect_command", metavar="ACTION", required=True)
@@ -13,7 +15,7 @@ def register(parser):
                        help="manifest CSV (its 'train' rows) or dataset folder (Source Images/, Ground truth/)")
     train.add_argument("--extra", nargs="+", default=[], metavar="DIR", help="more pair folders, e.g. generated pairs")
     train.add_argument("--out", required=True, help="run folder (model.pt, metrics.jsonl, summary.json)")
-    train.add_argument("--profile", default="smoke", help="tiny | smoke | paper or a YAML path (its `detect` section)")
+    add_profile_options(train, ", for its `detect` section")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--backbone-weights", help="ImageNet weights of the backbone: a torchvision weights name "
                        "(IMAGENET1K_V1: the file in torch hub's cache) or a local torchvision state dict "
@@ -40,13 +42,9 @@ def register(parser):
 
 
 def _train(args):
-    from deffiller.config import load_profile
     from deffiller.detection.train import DetectConfig, pairs_from, train_detector
 
-    overrides = {"detect.max_steps": args.max_steps} if args.max_steps is not None else {}
-    if args.weight_decay is not None:
-        overrides["detect.weight_decay"] = args.weight_decay
-    profile = load_profile(args.profile, overrides)
+    profile = load_settings(args, extra={"detect.max_steps": args.max_steps, "detect.weight_decay": args.weight_decay})
     pairs = pairs_from(args.train, per_class=profile.data.per_class)
     for folder in args.extra:
         pairs += pairs_from(folder)

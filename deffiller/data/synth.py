@@ -8,7 +8,6 @@ file's bytes depend only on (seed, class, index).
 """
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ import numpy as np
 
 from deffiller.data.layout import CLASS_PREFIXES, DATASET_DIR, IMAGE_DIRS, MASK_DIRS
 from deffiller.utils.io import save_image
+from deffiller.utils.seeds import seeded_rng
 
 
 def _smooth_noise(rng, shape, sigma) -> np.ndarray:
@@ -79,7 +79,7 @@ MASK_MAKERS = {"inclusion": inclusion_mask, "patches": patches_mask, "scratches"
 
 def synth_pair(label: str, index: int, seed: int, size: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 HxW, mask uint8 HxW in {0,255}) for one sample."""
-    rng = np.random.default_rng([seed, zlib.crc32(label.encode()), index])
+    rng = seeded_rng(seed, label, index)
     mask = MASK_MAKERS[label](rng, size)
     if not mask.any():  # every real mask has a defect
         cv2.circle(mask, (size // 2, size // 2), size // 20, 255, -1)

@@ -13,16 +13,17 @@ import torch
 from PIL import Image
 from scipy.ndimage import binary_erosion
 
-from deffiller.config import load_profile
+from deffiller.config import DEFAULT_PROFILE, Profile, load_profile
 from deffiller.data.layout import index_of
 from deffiller.data.masks import binarize
 from deffiller.detection.predict import load_detector, predict_maps
 from deffiller.detection.train import DetectConfig
 from deffiller.errors import DefFillerError
-from deffiller.models.mask_ddpm import MaskDDPMConfig
 from deffiller.pipelines.deffiller import SCHEDULERS, SampleConfig, mask_at, prepare_mask
 from deffiller.pipelines.generate import IMAGE_DIR, MASK_DIR, load_pipeline
-from deffiller.pipelines.mask_sampling import load_mask_model, mask_seed, resolve_device, to_binary
+from deffiller.pipelines.mask_sampling import load_mask_model, mask_seed, to_binary
+from deffiller.training.mask_ddpm import MaskDDPMConfig
+from deffiller.utils.device import resolve_device
 from deffiller.utils.io import save_image
 
 MAX_VARIATIONS = 16
@@ -85,10 +86,11 @@ def _steps_reported(pipe, on_step: Callable[[], None]):
 class DemoSession:
     """The models of one demo page, loaded once and shared by every request."""
 
-    def __init__(self, model, profile: str = "smoke", masks_model=None, detector=None, net: str | None = None):
+    def __init__(self, model, profile: str | Profile = DEFAULT_PROFILE, masks_model=None, detector=None,
+                 net: str | None = None):
         if (detector is None) != (net is None):
             raise DefFillerError("give --detector WEIGHTS and --net NAME together (net: csepnet, tsernet or minet)")
-        self.profile = load_profile(profile)
+        self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.sample = self.profile.section(SampleConfig)
         self.source_size = self.profile.data.source_size
         self.pipe = load_pipeline(model, self.sample.device, self.sample.scheduler, self.sample)

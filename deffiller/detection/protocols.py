@@ -28,8 +28,9 @@ from deffiller.data.splits import expansion_split, substitution_split
 from deffiller.detection.metrics import METRICS, SaliencyMetrics
 from deffiller.detection.predict import load_detector, predict_maps
 from deffiller.detection.registry import list_detectors
-from deffiller.detection.train import DetectConfig, resolve_device, train_detector
+from deffiller.detection.train import DetectConfig, train_detector
 from deffiller.errors import DefFillerError
+from deffiller.utils.device import resolve_device
 from deffiller.utils.io import list_images, read_image, write_json
 
 BASELINE = "None"  # the method name of real-data-only runs, as in the paper's tables

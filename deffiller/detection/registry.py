@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
@@ -86,9 +87,8 @@ def register_detector(name: str, backbone: str | None = None):
 
 
 def _network_modules() -> list[str]:
-    import deffiller.detection.nets as nets
-
-    return sorted(m.name for m in pkgutil.iter_modules(nets.__path__) if not m.name.startswith("_"))
+    folder = Path(__file__).with_name("nets")  # listed, not imported: the package re-exports this module
+    return sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if not m.name.startswith("_"))
 
 
 def _load(name: str) -> None:

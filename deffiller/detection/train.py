@@ -32,7 +32,9 @@ from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, ba
 from deffiller.errors import DefFillerError
 from deffiller.models.backbones import torchvision_file
 from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
+from deffiller.utils.device import resolve_device
 from deffiller.utils.io import atomic_path, read_image, remove_stale_temps, write_json, write_text
+from deffiller.utils.seeds import derive_seed
 
 
 @dataclass
@@ -55,14 +57,6 @@ class DetectConfig:
     short_training: tuple[str, ...] = ()  # nets whose budget here is too short to converge: their rows say so
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DefFillerError(f"device {name!r} requested but CUDA is not available; use device: cpu")
-    return name
 
 
 def scaled_preprocess(pre: Preprocess, input_size: int | None) -> Preprocess:
@@ -188,8 +182,8 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
     with tqdm(total=total, initial=step, desc=f"train {net}", unit="step") as bar, open(log_path, "a") as log:
         while step < total:
             epoch, skip = divmod(step, steps_per_epoch)
-            random.seed(seed * 100003 + epoch)
-            loader_seed.manual_seed(seed * 100003 + epoch)
+            random.seed(derive_seed(seed, epoch))
+            loader_seed.manual_seed(derive_seed(seed, epoch))
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=loader_seed,
                                 num_workers=cfg.num_workers)
             lr = lr_at(defaults, epoch, epochs)
@@ -198,7 +192,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
             for i, (images, targets) in enumerate(loader):
                 if i < skip:  # resume mid-epoch: same order, batches already done are skipped
                     continue
-                torch.manual_seed(_step_seed(seed, step))  # dropout: the same draws whether resumed or not
+                torch.manual_seed(derive_seed(seed, step))  # dropout: the same draws whether resumed or not
                 loss = model.loss(model(images.to(device)), targets.to(device))
                 if not torch.isfinite(loss):
                     raise DefFillerError(f"{net}: loss became {loss.item()} at step {step}; lower the learning rate")
@@ -222,7 +216,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         "weight_decay": weight_decay, "schedule": defaults.schedule, "preprocess": asdict(pre),
         "backbone": backbone.describe() if backbone else "none: trained from scratch (no ImageNet weights given)",
         "backbone_sha256": backbone.sha256 if backbone else None,
-        "parameters": sum(p.numel() for p in model.parameters()), "device": device, "seed": seed,
+        "parameters": sum(p.numel() for p in model.parameters()), "device": str(device), "seed": seed,
         SUMMARY_KEY: clock.seconds(),
     })
     checkpoint_path.unlink(missing_ok=True)  # the optimiser state is large (3x the weights for Adam)
@@ -237,10 +231,6 @@ def backbone_file(net: str, value: str | None, download: bool = False):
     if arch is None:
         raise DefFillerError(f"{net} has no pretrained backbone; remove its entry from detect.backbone_weights")
     return torchvision_file(arch, str(value), download)
-
-
-def _step_seed(seed: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
 def _save_checkpoint(path: Path, net: str, model, optimizer, step: int, seconds: float | None) -> None:

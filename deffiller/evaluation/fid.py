@@ -25,6 +25,7 @@ from deffiller.config import REPO_ROOT
 from deffiller.data.layout import CLASS_PREFIXES
 from deffiller.errors import DefFillerError
 from deffiller.evaluation.inception_weights import InceptionWeights, resolve_weights, torch_fidelity_extractor
+from deffiller.utils.device import resolve_device
 from deffiller.utils.io import atomic_path, list_images, read_image, sha256_file, write_json
 
 FID_UNBIASED_FROM = 2048  # below this many samples the covariance is rank-deficient and FID is biased upward
@@ -72,15 +73,11 @@ class ImageSet:
         return cls(folder, files, labels, digest.hexdigest())
 
 
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
-
-
 class Featurizer:
     """2048-d Inception pool features of image sets, cached on disk by (set content, weights)."""
 
     def __init__(self, weights: InceptionWeights, cache_dir=None, batch_size: int = 16, device: str = "auto"):
-        self.weights, self.batch_size, self.device = weights, batch_size, _device(device)
+        self.weights, self.batch_size, self.device = weights, batch_size, resolve_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._extractor = None
 

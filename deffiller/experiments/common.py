@@ -19,7 +19,7 @@ from deffiller.data.source import DatasetSource
 from deffiller.errors import DefFillerError
 from deffiller.evaluation.fid import fid_table, profile_cache_dir
 from deffiller.evaluation.mask_adherence import JudgeConfig, judge_note, mask_adherence
-from deffiller.utils.io import read_image, save_image
+from deffiller.utils.io import read_image, recover_folder, save_image, staged_folder
 
 REAL = "real"  # the key of the floor row of every FID table
 KID, MASK_S, NOTE = "KID AVG", "mask S", "note"
@@ -40,24 +40,21 @@ class ExperimentsConfig:
 
 def _copy_pairs(pairs: list[Pair], folder: Path, settings: dict,
                 image: Callable[[Path], np.ndarray] | None = None) -> Path:
-    """`pairs` copied once into `folder` (dataset layout, built under a temporary name, then renamed), each image
+    """`pairs` copied once into `folder` (dataset layout, staged, then put in place by `staged_folder`), each image
     through `image` when given; a folder written under other `settings` is rebuilt."""
-    record = folder / "settings.json"
+    record = recover_folder(folder) / "settings.json"
     if (folder / MASK_DIRS[0]).is_dir() and (not record.is_file() or json.loads(record.read_text()) == settings):
         return folder
-    staging = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for sub in (IMAGE_DIRS[0], MASK_DIRS[0]):
-        (staging / sub).mkdir(parents=True)
-    for pair in pairs:
-        shutil.copy2(pair.mask, staging / MASK_DIRS[0] / pair.mask.name)
-        if image is None:
-            shutil.copy2(pair.image, staging / IMAGE_DIRS[0] / pair.image.name)
-        else:
-            save_image(staging / IMAGE_DIRS[0] / pair.image.name, image(pair.image))
-    (staging / "settings.json").write_text(json.dumps(settings))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    with staged_folder(folder) as staging:
+        for sub in (IMAGE_DIRS[0], MASK_DIRS[0]):
+            (staging / sub).mkdir(parents=True)
+        for pair in pairs:
+            shutil.copy2(pair.mask, staging / MASK_DIRS[0] / pair.mask.name)
+            if image is None:
+                shutil.copy2(pair.image, staging / IMAGE_DIRS[0] / pair.image.name)
+            else:
+                save_image(staging / IMAGE_DIRS[0] / pair.image.name, image(pair.image))
+        (staging / "settings.json").write_text(json.dumps(settings))
     return folder
 
 

@@ -19,6 +19,7 @@ from deffiller.experiments import baselines, generation
 from deffiller.experiments.common import ExperimentsConfig
 from deffiller.experiments.data import start
 from deffiller.reporting.outputs import Outputs
+from deffiller.utils.io import recover_folder, staged_folder
 
 PAPER_NAMES = {"csepnet": "CSEPNet", "tsernet": "TSERNet", "minet": "MINet"}
 
@@ -57,14 +58,12 @@ def substitution_masks(profile: Profile, source) -> Path:
     split = substitution_pairs(source.root, profile)
     folder = profile.path("outputs") / "substitution_masks"
     masks = folder / MASK_DIRS[0]
+    recover_folder(folder)
     if not masks.is_dir() or {p.name for p in masks.iterdir()} != {p.mask.name for p in split["train"]}:
-        shutil.rmtree(folder, ignore_errors=True)  # made for other settings (detect.substitution_per_class)
-        staging = folder.with_name(".substitution_masks.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / MASK_DIRS[0]).mkdir(parents=True)
-        for pair in split["train"]:
-            shutil.copy2(pair.mask, staging / MASK_DIRS[0] / pair.mask.name)
-        staging.rename(folder)
+        with staged_folder(folder) as staging:  # replaces one made for other settings (detect.substitution_per_class)
+            (staging / MASK_DIRS[0]).mkdir()
+            for pair in split["train"]:
+                shutil.copy2(pair.mask, staging / MASK_DIRS[0] / pair.mask.name)
     return folder
 
 

@@ -2,7 +2,6 @@
 real masks against disjoint real masks through the producer's resolution) and Fig. 8."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +14,10 @@ from deffiller.evaluation.fid import fid_table
 from deffiller.evaluation.mask_quality import mask_quality, quality_table
 from deffiller.experiments.common import KID, NOTE, REAL, ExperimentsConfig, eval_set, floor_sets
 from deffiller.experiments.data import start
-from deffiller.models.mask_ddpm import MaskDDPMConfig, load_mask, train_mask_ddpm
 from deffiller.pipelines.mask_sampling import sample_masks, to_binary
 from deffiller.reporting.outputs import Outputs
-from deffiller.utils.io import list_images, save_image
+from deffiller.training.mask_ddpm import MaskDDPMConfig, load_mask, train_mask_ddpm
+from deffiller.utils.io import list_images, recover_folder, save_image, staged_folder
 
 
 def run_dir(profile: Profile):
@@ -48,12 +47,10 @@ def floor_masks(profile: Profile, floor: Path) -> Path:
     """The floor set's masks through the producer's resolution path, written once beside them."""
     cfg = profile.section(MaskDDPMConfig)
     folder = floor / f"masks_r{cfg.resolution}_{cfg.upsample}"
-    if not folder.is_dir():
-        staging = folder.with_name(f".{folder.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        for path in list_images(floor / MASK_DIRS[0]):
-            save_image(staging / path.name, round_trip(path, cfg, profile.data.source_size))
-        staging.rename(folder)
+    if not recover_folder(folder).is_dir():
+        with staged_folder(folder) as staging:
+            for path in list_images(floor / MASK_DIRS[0]):
+                save_image(staging / path.name, round_trip(path, cfg, profile.data.source_size))
     return folder
 
 

@@ -21,14 +21,16 @@ from deffiller.data.layout import load_pairs
 from deffiller.data.shapes import SceneDataset
 from deffiller.errors import DefFillerError
 from deffiller.experiments.data import start
-from deffiller.models.build import build_parts, vae_factor, weights_path
+from deffiller.models.build import vae_factor, weights_path
 from deffiller.models.config import ModelConfig, VAEConfig
 from deffiller.models.convert import save_original_gligen_checkpoint, save_sd_folder, sd_unet_like
 from deffiller.models.text import encode_prompts, offline_tokenizer, random_text_encoder
-from deffiller.models.vae import small_vae
 from deffiller.reporting.outputs import Outputs
 from deffiller.training.deffiller import DefFillerTask, TrainConfig, noise_scheduler
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.training.parts import build_parts
+from deffiller.training.vae import small_vae
+from deffiller.utils.io import recover_folder
 
 
 @dataclass
@@ -110,7 +112,7 @@ def run(profile: Profile) -> Outputs:
     else:
         cfg = profile.section(PriorsConfig)
         pairs = load_pairs(source.root, per_class=profile.data.per_class)
-        if not sd_path.exists():
+        if not recover_folder(sd_path).exists():
             build_sd_like(profile, pairs, sd_path, cfg)
         if not gligen_path.exists():
             build_gligen_like(profile, gligen_path, cfg)

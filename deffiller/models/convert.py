@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from deffiller.errors import DefFillerError
@@ -23,7 +23,7 @@ from deffiller.models.config import ModelConfig, VAEConfig
 from deffiller.models.text import offline_tokenizer
 from deffiller.models.unet import DefFillerUNet
 from deffiller.models.vae import build_vae
-from deffiller.utils.io import atomic_path
+from deffiller.utils.io import atomic_path, recover_folder, staged_folder
 
 SD_SCALING_FACTOR = 0.18215
 # Entries of the original checkpoint that hold no weights of the model (noise schedule buffers, config, optimizer).
@@ -277,7 +277,7 @@ def parts_from_gligen_checkpoint(checkpoint: dict, cfg: ModelConfig, vae_cfg: VA
 
 
 def _local_or_hub(path: Path, cfg: ModelConfig, fetch, what: str, put: str) -> Path:
-    if path.exists():
+    if recover_folder(path).exists():
         return path
     if cfg.hub_download:
         try:
@@ -364,21 +364,13 @@ def widen_and_load_sd_unet(unet: DefFillerUNet, sd_state: dict, where: str) -> N
 def save_sd_folder(unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer,
                    folder, scheduler: DDPMScheduler | None = None) -> Path:
     """A diffusers SD folder (the layout of CompVis/stable-diffusion-v1-4) for `--init sd`, written atomically."""
-    import shutil
-
-    from diffusers import PNDMScheduler
-
-    folder = Path(folder)
-    staging = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
     scheduler = scheduler or DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    for name, part in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder), ("tokenizer", tokenizer),
-                       ("scheduler", PNDMScheduler.from_config(scheduler.config, skip_prk_steps=True, steps_offset=1))):
-        part.save_pretrained(staging / name)
-    (staging / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}\n')
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return folder
+    with staged_folder(folder) as staging:
+        for name, part in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder), ("tokenizer", tokenizer),
+                           ("scheduler", PNDMScheduler.from_config(scheduler.config, skip_prk_steps=True, steps_offset=1))):
+            part.save_pretrained(staging / name)
+        (staging / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}\n')
+    return Path(folder)
 
 
 def sd_unet_like(cfg: ModelConfig, image_size: int, factor: int, latent_channels: int = 4) -> UNet2DConditionModel:

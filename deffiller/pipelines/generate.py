@@ -9,7 +9,6 @@ the rest as an uninterrupted run would: bit for bit with batch size 1; with larg
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +21,9 @@ from deffiller.data.layout import CLASS_PREFIXES, class_of
 from deffiller.errors import DefFillerError
 from deffiller.pipelines.deffiller import SCHEDULERS, DefFillerPipeline, SampleConfig, mask_at, prepare_mask
 from deffiller.pipelines.mask_sampling import mask_file_at
-from deffiller.utils.io import list_images, read_image, remove_stale_temps, save_image, write_json
+from deffiller.utils.device import resolve_device
+from deffiller.utils.io import list_images, read_image, recover_folder, remove_stale_temps, save_image, write_json
+from deffiller.utils.seeds import derive_seed
 
 IMAGE_DIR, MASK_DIR = "Source Images", "Ground truth"
 SETTINGS_FILE = "generation.json"
@@ -33,7 +34,7 @@ def model_folder(path) -> Path:
     """A pipeline folder: `path` itself or the `model/` of a training run folder."""
     path = Path(path)
     for candidate in (path, path / MODEL_DIR):
-        if (candidate / "model_index.json").is_file():
+        if (recover_folder(candidate) / "model_index.json").is_file():
             return candidate
     raise DefFillerError(f"{path}: no DefFiller model here (expected model_index.json in it or in {path / MODEL_DIR}); "
                          f"train one with `deffiller train --out {path}`")
@@ -52,7 +53,7 @@ def load_pipeline(model, device: str = "auto", scheduler: str | None = None,
     if scheduler is not None:
         pipe.use_scheduler(scheduler)
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    pipe = pipe.to(resolve_device(device))
     return pipe.use_speed(speed) if speed is not None else pipe
 
 
@@ -69,7 +70,7 @@ def read_mask(path) -> np.ndarray:
 
 
 def image_seed(seed: int, name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+    return derive_seed(seed, name)
 
 
 def _settings_check(out_dir: Path, settings: dict) -> None:

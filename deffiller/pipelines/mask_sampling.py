@@ -8,7 +8,6 @@ sampling therefore resumes by skipping finished files.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import remove_stale_temps, save_image, write_json
+from deffiller.utils.device import resolve_device
+from deffiller.utils.io import recover_folder, remove_stale_temps, save_image, staged_folder, write_json
+from deffiller.utils.seeds import derive_seed
 
 MODEL_DIR = "model"
 CLASSES_FILE = "mask_classes.json"
@@ -84,34 +85,23 @@ def save_mask_model(pipeline: MaskDDPMPipeline, folder, classes: MaskClasses, pr
 
     `profile` (the training profile) becomes the default of `deffiller masks sample` for this model.
     """
-    folder = Path(folder)
-    staging, old = folder.with_name(f".{folder.name}.partial"), folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(staging, ignore_errors=True)
-    pipeline.save_pretrained(staging)
-    write_json(staging / CLASSES_FILE, {"classes": list(classes.classes), "prefixes": list(classes.prefixes),
-                                        "profile": profile})
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-    staging.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    with staged_folder(folder) as staging:
+        pipeline.save_pretrained(staging)
+        write_json(staging / CLASSES_FILE, {"classes": list(classes.classes), "prefixes": list(classes.prefixes),
+                                            "profile": profile})
+    return Path(folder)
 
 
 def model_folder(path) -> Path:
     """The model folder of a `deffiller masks train` run folder (its `model/`), or `path` itself."""
     path = Path(path)
-    return path / MODEL_DIR if (path / MODEL_DIR / "model_index.json").is_file() else path
+    return path / MODEL_DIR if (recover_folder(path / MODEL_DIR) / "model_index.json").is_file() else recover_folder(path)
 
 
 def trained_profile(folder) -> str | None:
     """The profile a mask model was trained with, where its folder records one."""
     path = model_folder(folder) / CLASSES_FILE
     return json.loads(path.read_text(encoding="utf-8")).get("profile") if path.is_file() else None
-
-
-def resolve_device(name: str) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
 
 
 def load_mask_model(folder, device: str | torch.device = "cpu") -> tuple[MaskDDPMPipeline, MaskClasses]:
@@ -135,7 +125,7 @@ def load_mask_model(folder, device: str | torch.device = "cpu") -> tuple[MaskDDP
 
 def mask_seed(seed: int, class_index: int, index: int) -> int:
     """The seed of mask `index` of class `class_index`; independent streams for every (seed, class, index)."""
-    return int(np.random.SeedSequence([seed, class_index, index]).generate_state(1)[0])
+    return derive_seed(seed, class_index, index)
 
 
 def to_binary(samples: torch.Tensor, size: int, upsample: str = "nearest") -> list[np.ndarray]:

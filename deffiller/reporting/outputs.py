@@ -2,39 +2,15 @@
 each table and figure with a provenance JSON (profile, data, weights and hashes, seeds, git commit, wall time)."""
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from deffiller import __version__
-from deffiller.config import REPO_ROOT, Profile
+from deffiller.config import Profile
 from deffiller.utils.io import atomic_path, sha256_file, write_json, write_text
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    found = {"python": platform.python_version(), "deffiller": __version__}
-    for name in ("torch", "diffusers", "transformers", "timm", "accelerate", "torch-fidelity", "pysodmetrics"):
-        try:
-            found[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return found
+from deffiller.utils.provenance import git_commit, provenance
 
 
 @dataclass
@@ -84,13 +60,13 @@ class Outputs:
         record = {
             "notebook": self.notebook,
             "profile": self.profile.name,
+            "overrides": self.profile.overrides,
             "seed": self.profile.seed,
             "data": self.data,
             "banner": self.banner,
             "weights": self.weights,
             "outputs": sorted(set(self.written)),
-            "git_commit": git_commit(),
-            "versions": versions(),
+            **provenance(),
             "wall_time_s": round(time.time() - self.started, 1),
             **self.extra,
         }

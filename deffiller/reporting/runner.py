@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deffiller.config import REPO_ROOT, configs_dir, load_profile
+from deffiller.config import DEFAULT_PROFILE, PROFILES, REPO_ROOT, configs_dir, load_profile
 from deffiller.data.layout import DATASET_DIR
 from deffiller.utils.io import remove_stale_temps, write_json
 
@@ -103,7 +103,7 @@ def select(notebooks: list[Path], only: list[str] | None, start: str | None) -> 
     return notebooks
 
 
-def run_all(profile: str = "smoke", only: list[str] | None = None, start: str | None = None, force: bool = False,
+def run_all(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, start: str | None = None, force: bool = False,
             keep_going: bool = False, timeout: int | None = None, notebooks_dir: Path = NOTEBOOKS) -> list[Result]:
     loaded = load_profile(profile)
     outputs = loaded.path("outputs")
@@ -156,7 +156,7 @@ def summary(results: list[Result]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run_all.sh", description="Regenerate the paper's tables and figures.")
-    parser.add_argument("--profile", default="smoke", choices=("tiny", "smoke", "paper"))
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
     parser.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,04")
     parser.add_argument("--from", dest="start", help="start at this notebook number, e.g. 05")
     parser.add_argument("--force", action="store_true", help="rerun notebooks even when unchanged")

@@ -3,7 +3,6 @@ tokens dropped to the null input for a whole batch with probability `drop_prob`,
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -17,11 +16,14 @@ from deffiller.config import Profile
 from deffiller.data.dataset import MaskImageDataset
 from deffiller.data.splits import training_pairs
 from deffiller.errors import DefFillerError
-from deffiller.models.build import DefFillerParts, build_parts
+from deffiller.models.build import DefFillerParts
 from deffiller.models.speed import configure_unet, precision
 from deffiller.models.text import PromptCache, encode_prompts
 from deffiller.pipelines.deffiller import DefFillerPipeline, make_scheduler
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.training.parts import build_parts
+from deffiller.utils.device import resolve_device
+from deffiller.utils.io import staged_folder
 
 MODEL_DIR = "model"
 
@@ -116,16 +118,12 @@ class DefFillerTask(DiffusionTask):
 
 
 def save_pipeline(parts: DefFillerParts, cfg: TrainConfig, classes, folder) -> Path:
-    """`save_pretrained` into a staging folder renamed onto `folder`, with PLMS over the training schedule."""
-    folder = Path(folder)
+    """`save_pretrained` into a staging folder that replaces `folder`, with PLMS over the training schedule."""
     pipe = DefFillerPipeline(parts.unet, parts.vae, parts.text_encoder, parts.tokenizer,
                              make_scheduler("pndm", noise_scheduler(cfg).config), classes)
-    staging = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    pipe.save_pretrained(staging)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return folder
+    with staged_folder(folder) as staging:
+        pipe.save_pretrained(staging)
+    return Path(folder)
 
 
 def train_deffiller(profile: Profile, init: str, out, data=None, train_manifest=None, resume: bool = False,
@@ -143,10 +141,10 @@ def train_deffiller(profile: Profile, init: str, out, data=None, train_manifest=
         raise DefFillerError(f"{described}: {len(dataset)} training pairs, fewer than train.batch_size={cfg.batch_size}")
     parts = build_parts(profile, init, pairs, progress)
     torch.manual_seed(profile.seed)
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu"
-    with precision(device, "no", cfg.tf32):  # mixed precision is the loop's (accelerate)
+    with precision(resolve_device(cfg.device), "no", cfg.tf32):  # mixed precision is the loop's (accelerate)
         summary = train(DefFillerTask(parts, cfg), dataset, cfg, out, seed=profile.seed, resume=resume,
-                        progress=progress, run_info={"profile": profile.name, "init": init, "data": described,
-                                                     "pairs": len(pairs), "provenance": parts.provenance})
+                        progress=progress, run_info={"profile": profile.name, "overrides": profile.overrides,
+                                                     "init": init, "data": described, "pairs": len(pairs),
+                                                     "provenance": parts.provenance})
     summary["model"] = str(save_pipeline(parts, cfg, classes, out / MODEL_DIR))
     return summary

@@ -38,16 +38,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import re
 import shutil
-import subprocess
 import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device, set_seed
@@ -57,7 +54,9 @@ from transformers import get_constant_schedule_with_warmup
 
 from deffiller.errors import DefFillerError
 from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
-from deffiller.utils.io import remove_stale_temps, write_json, write_text
+from deffiller.utils.io import remove_stale_temps, replace_folder, write_json, write_text
+from deffiller.utils.provenance import provenance
+from deffiller.utils.seeds import seeded_generator
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -101,8 +100,7 @@ class TrainingDiverged(DefFillerError):
 
 def step_generator(seed: int, step: int, process: int, device) -> torch.Generator:
     """The generator of one step on one process: independent of every other step and of the global RNG."""
-    state = np.random.SeedSequence([seed, step, process]).generate_state(1, np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
+    return seeded_generator(seed, step, process, device=device)
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -114,7 +112,7 @@ class StepBatches(torch.utils.data.Sampler):
         self.start_step, self.process, self.processes = start_step, process, processes
 
     def _epoch(self, epoch: int) -> list[int]:
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)).tolist()
+        return torch.randperm(self.size, generator=seeded_generator(self.seed, epoch)).tolist()
 
     def __iter__(self):
         global_batch = self.batch_size * self.processes
@@ -169,21 +167,6 @@ def check_trainable(task: DiffusionTask) -> list[torch.nn.Parameter]:
     if wrong:
         raise ValueError(f"requires_grad disagrees with trainable_groups() for {wrong[:8]} ({len(wrong)} in all)")
     return params
-
-
-def versions() -> dict:
-    import accelerate
-    import diffusers
-    import transformers
-
-    info = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                            cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        info["git_commit"] = None
-    return info
 
 
 def checkpoint_dirs(out_dir: Path) -> list[Path]:
@@ -321,7 +304,7 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
         remove_stale_temps(out_dir)
         last_loss = _truncate_metrics(out_dir / METRICS, start)
     summary = {"status": "running", "step": start, "max_steps": config.max_steps, "seed": seed,
-               "config": dataclasses.asdict(config), "parameters": counts, "versions": versions(),
+               "config": dataclasses.asdict(config), "parameters": counts, **provenance(),
                "processes": accelerator.num_processes, "device": str(accelerator.device),
                "resumed_from": start or None, **(run_info or {})}
 
@@ -390,9 +373,7 @@ def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: i
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (partial / "loop_state.json").write_text(json.dumps({"step": step, SUMMARY_KEY: seconds}))
-        final = out_dir / CHECKPOINTS / f"step-{step}"
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
+        replace_folder(partial, out_dir / CHECKPOINTS / f"step-{step}")
         for old in checkpoint_dirs(out_dir)[: -max(keep, 1)]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()

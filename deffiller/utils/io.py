@@ -1,4 +1,4 @@
-"""Atomic writes and image reading with clear errors."""
+"""Atomic writes (files and folders) and image reading with clear errors."""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -44,6 +45,54 @@ def atomic_path(path: str | os.PathLike):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _aside(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.old")
+
+
+def recover_folder(folder) -> Path:
+    """Finish or undo a `replace_folder` killed midway, so `folder` holds a complete old or new version (or is absent
+    if it never existed): call it before reading a folder that `replace_folder` writes."""
+    folder = Path(folder)
+    aside = _aside(folder)
+    if aside.exists():
+        if folder.exists():
+            shutil.rmtree(aside)  # the new folder is in place: only the old one's deletion was cut short
+        else:
+            os.rename(aside, folder)  # killed between the two renames: the old folder comes back
+    return folder
+
+
+def replace_folder(staging, folder) -> Path:
+    """Put the complete folder `staging` in place of `folder`, keeping the old `folder` until the new one is there:
+    rename the old aside, rename the new in, delete the old. A kill at any point leaves the old or the new folder
+    (after `recover_folder`), never none and never a mixture."""
+    staging, folder = Path(staging), Path(folder)
+    recover_folder(folder)
+    aside = _aside(folder)
+    if folder.exists():
+        os.rename(folder, aside)
+    os.rename(staging, folder)
+    if aside.exists():
+        shutil.rmtree(aside)
+    return folder
+
+
+@contextlib.contextmanager
+def staged_folder(folder):
+    """Yield an empty staging folder next to `folder`; on success it replaces `folder` (`replace_folder`), on an
+    error it is removed and `folder` is left as it was. A kill leaves the staging folder, cleared on the next use."""
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_folder(staging, folder)
 
 
 def write_text(path, text: str) -> Path:

@@ -11,9 +11,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from deffiller.config import Profile
 from deffiller.errors import DefFillerError
-from deffiller.models.build import build_parts, vae_factor
+from deffiller.models.build import vae_factor
 from deffiller.models.config import ModelConfig
 from deffiller.models.convert import save_sd_folder, sd_unet_like
+from deffiller.training.parts import build_parts
+from deffiller.utils.io import recover_folder
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 GET_IT = (
@@ -22,10 +24,6 @@ GET_IT = (
     "machine with internet), or pass --base pointing at one"
 )
 RANDOM_BASE = "random_base"  # where a model folder keeps the random base it was trained on
-
-
-def device_of(name: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 def random_base(profile: Profile, pairs, folder, progress: bool = True) -> Path:
@@ -39,7 +37,7 @@ def random_base(profile: Profile, pairs, folder, progress: bool = True) -> Path:
 
 def check_base(path) -> Path:
     """The base folder, or a DefFillerError naming what is missing and where it should be."""
-    path = Path(path)
+    path = recover_folder(path)
     if not path.is_dir():
         raise DefFillerError(f"{path}: base model folder not found; {GET_IT}")
     missing = [c for c in COMPONENTS if not (path / c).is_dir()]

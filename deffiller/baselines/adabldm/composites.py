@@ -5,7 +5,6 @@ that fills the image, so it has two levels: 127 background, 255 defect.
 """
 from __future__ import annotations
 
-import zlib
 
 import cv2
 import numpy as np
@@ -15,6 +14,7 @@ from deffiller.data.layout import Pair
 from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import read_image
+from deffiller.utils.seeds import seeded_rng
 
 BACKGROUND_LEVEL, DEFECT_LEVEL = 127, 255
 
@@ -96,7 +96,7 @@ class CompositeDataset(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, i: int) -> dict:
-        rng = np.random.default_rng([self.seed, zlib.crc32(self.label.encode()), i])
+        rng = seeded_rng(self.seed, self.label, i)
         image, mask = self.defects[i % len(self.defects)]
         composite, mask = paste_defect(self.backgrounds[i % len(self.backgrounds)], image, mask, rng, self.scale_jitter)
         rgb = torch.from_numpy(composite).float().div(127.5).sub(1.0).expand(3, -1, -1)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from pathlib import Path
 
 import cv2
@@ -19,6 +18,7 @@ from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
 from deffiller.pipelines.mask_sampling import mask_file_at
 from deffiller.utils.io import list_images, read_image, remove_stale_temps, save_image
+from deffiller.utils.seeds import seeded_rng
 
 
 def read_masks(folder) -> list[tuple[str, str, np.ndarray]]:
@@ -43,7 +43,7 @@ def at_model_size(masks_dir, name: str, mask: np.ndarray, size: int) -> np.ndarr
 def _image_for(model: AdaBLDM, label: str, mask: np.ndarray, seed: int, name: str) -> np.ndarray:
     """Grayscale uint8 image at the generator size for one mask."""
     cfg, base, size = model.config, model.base, model.image_size
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    rng = seeded_rng(seed, name)
     generator = torch.Generator(base.device).manual_seed(int(rng.integers(2**62)))
     backgrounds = model.backgrounds(label)
     background_gray = backgrounds[int(rng.integers(len(backgrounds)))]

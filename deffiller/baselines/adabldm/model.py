@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from diffusers import ControlNetModel
 
-from deffiller.baselines.adabldm.base import BaseModel, device_of
+from deffiller.baselines.adabldm.base import BaseModel
 from deffiller.baselines.adabldm.config import AdaBLDMConfig
 from deffiller.config import build
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import list_images, read_image, save_image, write_json
+from deffiller.utils.device import resolve_device
+from deffiller.utils.io import list_images, read_image, recover_folder, save_image, write_json
 
 MANIFEST = "adabldm.json"
 
@@ -45,7 +46,7 @@ class AdaBLDM:
     def load(cls, root, base=None) -> AdaBLDM:
         meta = read_manifest(root)
         config = build(AdaBLDMConfig, meta["config"], f"{root}/{MANIFEST}")
-        return cls(root, BaseModel.load(base or meta["base"], device_of(config.device)), config, meta)
+        return cls(root, BaseModel.load(base or meta["base"], resolve_device(config.device)), config, meta)
 
     @property
     def classes(self) -> list[str]:
@@ -64,7 +65,7 @@ class AdaBLDM:
 
     def controlnet(self, label: str) -> ControlNetModel:
         if label not in self._controlnets:
-            path = self.root / label / "controlnet"
+            path = recover_folder(self.root / label / "controlnet")
             try:
                 net = ControlNetModel.from_pretrained(path, local_files_only=True)
             except (OSError, ValueError) as exc:

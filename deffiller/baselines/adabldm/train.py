@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel
 
 from deffiller.baselines.adabldm.backgrounds import make_backgrounds
-from deffiller.baselines.adabldm.base import RANDOM_BASE, BaseModel, check_base, device_of, random_base
+from deffiller.baselines.adabldm.base import RANDOM_BASE, BaseModel, check_base, random_base
 from deffiller.baselines.adabldm.composites import CompositeDataset
 from deffiller.baselines.adabldm.config import AdaBLDMConfig
 from deffiller.baselines.adabldm.model import MANIFEST, read_manifest, save_backgrounds, write_manifest
@@ -18,6 +18,8 @@ from deffiller.baselines.common import training_set
 from deffiller.config import Profile
 from deffiller.errors import DefFillerError
 from deffiller.training.loop import CHECKPOINTS, DiffusionTask, train
+from deffiller.utils.device import resolve_device
+from deffiller.utils.io import recover_folder, staged_folder
 
 
 class ControlNetTask(DiffusionTask):
@@ -81,12 +83,9 @@ def training_steps(cfg: AdaBLDMConfig, composites: int) -> int:
 
 
 def save_controlnet(controlnet: ControlNetModel, folder: Path) -> None:
-    """save_pretrained into a staging folder renamed onto `folder`, so a crash never leaves a half-written model."""
-    staging = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    controlnet.save_pretrained(staging)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    """save_pretrained into a staging folder that replaces `folder`, so a crash never leaves a half-written model."""
+    with staged_folder(folder) as staging:
+        controlnet.save_pretrained(staging)
 
 
 def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, out_dir=None, classes=None,
@@ -110,7 +109,7 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
                              f"{base_path} at {profile.data.image_size} px; choose another --out")
     lines = [f"AdaBLDM on {described}; base {base_path}; backgrounds: {cfg.background}"]
     if given is None:
-        if not base_path.is_dir():
+        if not recover_folder(base_path).is_dir():
             random_base(profile, pairs, base_path, progress)
         lines.append(f"RANDOM BASE: adabldm.base is null and no --base was given, so {base_path} holds an untrained "
                      "SD-format base of the profile's `model` dimensions (only its VAE learned the training images, as "
@@ -120,7 +119,7 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
                 image_size=profile.data.image_size, source_size=profile.data.source_size, background=cfg.background,
                 data=described, profile=profile.name, seed=profile.seed)
     meta.setdefault("runs", {})
-    model = BaseModel.load(base_path, device_of(cfg.device))
+    model = BaseModel.load(base_path, resolve_device(cfg.device))
     for label in classes:
         class_dir = out_dir / label
         if label in meta["classes"]:

@@ -3,7 +3,6 @@ SD-Saliency-900 layout at the source size: `Source Images/In_1.bmp` + `Ground tr
 """
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import cv2
@@ -12,17 +11,19 @@ import torch
 from tqdm.auto import tqdm
 
 from deffiller.baselines.dfmgan.data import resize_gray
-from deffiller.baselines.dfmgan.model import config_of, device_of, load_generator, read_manifest
+from deffiller.baselines.dfmgan.model import config_of, load_generator, read_manifest
 from deffiller.data.layout import CLASS_PREFIXES, IMAGE_DIRS, MASK_DIRS
 from deffiller.errors import DefFillerError
+from deffiller.utils.device import resolve_device
 from deffiller.utils.io import remove_stale_temps, save_image
+from deffiller.utils.seeds import seeded_rng
 
 PREFIX_OF = {label: prefix for prefix, label in CLASS_PREFIXES.items()}
 
 
 def latents(name: str, seed: int, z_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, defect z) of one output; they depend only on the seed and the file name."""
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    rng = seeded_rng(seed, name)
     z, defect_z = rng.standard_normal((2, z_dim)).astype(np.float32)
     return torch.from_numpy(z), torch.from_numpy(defect_z)
 
@@ -54,7 +55,7 @@ def generate_dfmgan(model_dir, per_class: int, out_dir, seed: int = 0, classes=N
     out_dir, side = Path(out_dir), int(meta["source_size"])
     for folder in (out_dir / IMAGE_DIRS[0], out_dir / MASK_DIRS[0]):
         remove_stale_temps(folder)  # left by a run killed inside a write
-    device = device or device_of(config_of(meta, f"{model_dir}").device)
+    device = device or resolve_device(config_of(meta, f"{model_dir}").device)
     lines, empty = [], 0
     for label in classes:
         names = [f"{PREFIX_OF[label]}_{i}" for i in range(1, per_class + 1)]

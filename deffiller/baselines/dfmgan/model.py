@@ -24,14 +24,6 @@ STAGE1 = "stage1"
 IMG_CHANNELS = 1
 
 
-def device_of(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DefFillerError(f"dfmgan.device={name!r} but no CUDA device is available; use device: cpu or auto")
-    return torch.device(name)
-
-
 def build_generator(cfg: DFMGANConfig, defect: bool) -> Generator:
     return Generator(cfg.z_dim, cfg.w_dim, cfg.resolution, IMG_CHANNELS, cfg.channel_base, cfg.channel_max,
                      cfg.mapping_layers, cfg.res_start if defect else None)

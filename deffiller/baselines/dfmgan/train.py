@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import zlib
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from deffiller.baselines.common import training_set
 from deffiller.baselines.dfmgan.config import DFMGANConfig
 from deffiller.baselines.dfmgan.data import PairSampler, stage1_sampler
 from deffiller.baselines.dfmgan.model import (MANIFEST, STAGE1, build_discriminator, build_generator,
-                                              build_match_discriminator, device_of, load_state, read_manifest, save_state,
+                                              build_match_discriminator, load_state, read_manifest, save_state,
                                               write_manifest)
 from deffiller.baselines.dfmgan.trainer import Trainer
 from deffiller.config import Profile
@@ -28,7 +27,9 @@ from deffiller.data.layout import Pair
 from deffiller.errors import DefFillerError
 from deffiller.training.loop import SUMMARY
 from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
+from deffiller.utils.device import resolve_device
 from deffiller.utils.io import write_json, write_text
+from deffiller.utils.seeds import derive_seed
 
 DEFECT_PREFIXES = ("defect_mapping.", "synthesis.defect_blocks.")
 
@@ -115,7 +116,7 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
     Stage 1 uses every pair given (all classes); stage 2 the pairs of each class in `classes` (default: all).
     """
     cfg = profile.section(DFMGANConfig).check()
-    device = device_of(cfg.device)
+    device = resolve_device(cfg.device)
     pairs, described, classes = training_set(profile, data, train_manifest, classes)
     out_dir = Path(out_dir or profile.path("outputs") / "dfmgan")
     config = json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -144,7 +145,7 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
             lines.append(f"{label}: already trained in {class_dir}, skipped")
             continue
         class_pairs = [p for p in pairs if p.label == label]
-        torch.manual_seed(profile.seed + zlib.crc32(label.encode()))  # per class, whichever classes are trained
+        torch.manual_seed(derive_seed(profile.seed, label))  # per class, whichever classes are trained
         trainer = stage2_trainer(cfg, stage1, PairSampler(class_pairs, cfg.resolution), device)
         steps = cfg.steps(cfg.stage2_kimg)
         logs = fit(trainer, steps, class_dir, resume, f"dfmgan stage 2 {label}", progress)
