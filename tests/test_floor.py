@@ -18,7 +18,7 @@ from deffiller.evaluation.mask_adherence import JudgeConfig, judge_note, mask_ad
 from deffiller.experiments import common, generation
 from deffiller.experiments.common import KID, MASK_S, NOTE, REAL, ExperimentsConfig, fid_frame
 from deffiller.experiments.masks import round_trip
-from deffiller.models.mask_ddpm import MaskDDPMConfig
+from deffiller.training.mask_ddpm import MaskDDPMConfig
 from deffiller.reporting.claims import HOLDS, check_claims, floor_measures
 from deffiller.reporting.outputs import Outputs
 from deffiller.reporting.paper import paper_table

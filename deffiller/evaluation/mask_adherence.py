@@ -19,8 +19,8 @@ from deffiller.config import REPO_ROOT
 from deffiller.data.layout import load_pairs
 from deffiller.detection.predict import load_detector
 from deffiller.detection.protocols import score_model
-from deffiller.detection.train import resolve_device
 from deffiller.errors import DefFillerError
+from deffiller.utils.device import resolve_device
 from deffiller.utils.io import sha256_file, write_json
 
 IF_MISSING = ("error", "skip")
