@@ -17,23 +17,28 @@ from deffiller.training.deffiller import train_deffiller
 from deffiller.utils.io import read_image
 
 
-def model_run(profile: Profile, init: str) -> Path:
-    return profile.path("outputs") / f"deffiller_{init}"
+def model_run(profile: Profile, init: str, root: Path | None = None) -> Path:
+    """DefFiller's run folder under `root` (default: the profile's outputs)."""
+    return Path(root or profile.path("outputs")) / f"deffiller_{init}"
 
 
-def generated(profile: Profile, name: str) -> Path:
-    return profile.path("outputs") / "generated" / name
+def generated(profile: Profile, name: str, root: Path | None = None) -> Path:
+    return Path(root or profile.path("outputs")) / "generated" / name
 
 
-def train(profile: Profile, source, init: str) -> dict:
-    """Train (or finish, or reuse) DefFiller from `init` on all pairs of the dataset, as the official code does."""
-    return train_deffiller(profile, init, model_run(profile, init), data=source.root, resume=True, progress=False)
+def train(profile: Profile, source, init: str, root: Path | None = None, train_split: Path | None = None) -> dict:
+    """Train (or finish, or reuse) DefFiller from `init` on all pairs of the dataset, as the official code does, or on
+    the train rows of the manifest `train_split` only; the run lives under `root` (default: the profile's outputs)."""
+    return train_deffiller(profile, init, model_run(profile, init, root), data=source.root, train_manifest=train_split,
+                           resume=True, progress=False)
 
 
-def generate(profile: Profile, init: str, masks: Path, name: str, guidance: float | None = None) -> Path:
+def generate(profile: Profile, init: str, masks: Path, name: str, guidance: float | None = None,
+             root: Path | None = None) -> Path:
+    """The images of the model trained from `init` under `root` for `masks`, into `<root>/generated/<name>`."""
     cfg = profile.section(SampleConfig)
-    out = generated(profile, name)
-    generate_from_masks(model_run(profile, init), masks, out, guidance=cfg.guidance if guidance is None else guidance,
+    out = generated(profile, name, root)
+    generate_from_masks(model_run(profile, init, root), masks, out, guidance=cfg.guidance if guidance is None else guidance,
                         steps=cfg.steps, seed=profile.seed, scheduler=cfg.scheduler, batch_size=cfg.batch_size,
                         source_size=profile.data.source_size, device=cfg.device, progress=False, speed=cfg)
     return out
