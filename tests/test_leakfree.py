@@ -26,8 +26,8 @@ from deffiller.reporting.report import build_report
 
 # protocol -> (detector split, generators trained, methods of its table, table)
 PROTOCOLS = {
-    "expansion": (expansion_pairs, {"deffiller", "mask_ddpm", "adabldm", "dfmgan", "sd-like prior", "gligen-like prior"},
-                  {"DFMGAN", "AdaBLDM", "DefFiller"}, "table8_leakfree"),
+    "expansion": (expansion_pairs, {"deffiller", "mask_ddpm", "adabldm", "dfmgan", "sd-like prior",
+                                    "gligen-like prior"}, {"DFMGAN", "AdaBLDM", "DefFiller"}, "table8_leakfree"),
     "substitution": (substitution_pairs, {"deffiller", "adabldm", "sd-like prior", "gligen-like prior"},
                      {"AdaBLDM", "DefFiller"}, "table5_leakfree"),
 }

@@ -38,9 +38,10 @@ def generate(profile: Profile, init: str, masks: Path, name: str, guidance: floa
     """The images of the model trained from `init` under `root` for `masks`, into `<root>/generated/<name>`."""
     cfg = profile.section(SampleConfig)
     out = generated(profile, name, root)
-    generate_from_masks(model_run(profile, init, root), masks, out, guidance=cfg.guidance if guidance is None else guidance,
-                        steps=cfg.steps, seed=profile.seed, scheduler=cfg.scheduler, batch_size=cfg.batch_size,
-                        source_size=profile.data.source_size, device=cfg.device, progress=False, speed=cfg)
+    generate_from_masks(model_run(profile, init, root), masks, out,
+                        guidance=cfg.guidance if guidance is None else guidance, steps=cfg.steps, seed=profile.seed,
+                        scheduler=cfg.scheduler, batch_size=cfg.batch_size, source_size=profile.data.source_size,
+                        device=cfg.device, progress=False, speed=cfg)
     return out
 
 

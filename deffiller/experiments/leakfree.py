@@ -32,14 +32,15 @@ class LeakFreeConfig:
     SECTION: ClassVar[str] = "leak_free"
     expansion: bool = True  # Table 8 with every generator trained only on the 1:5 training split (notebook 09)
     substitution: bool = False  # Table 5 likewise, on the 9:1 training split (notebook 08)
-    stand_in_priors: bool = False  # rebuild the miniature stand-in priors on that split too (their VAE learned the data)
+    stand_in_priors: bool = False  # rebuild the miniature stand-in priors on that split (their VAE learned the data)
 
 
 PROTOCOLS = {  # protocol -> (notebook, table, caption)
     "expansion": ("09_expansion_leakfree", "table8_leakfree", "Detection before and after data expansion (1:5), "
                   "leak-free (beyond the paper): every generator trained only on the detectors' training split"),
     "substitution": ("08_substitution_leakfree", "table5_leakfree", "Detection before and after data substitution "
-                     "(9:1), leak-free (beyond the paper): every generator trained only on the detectors' training split"),
+                     "(9:1), leak-free (beyond the paper): every generator trained only on the detectors' training "
+                     "split"),
 }
 
 
