@@ -143,6 +143,14 @@ def test_real_data_only_runs_are_reused_from_the_paper_protocol(recorded):
     assert not (ours / "DefFiller").exists()  # generated data differs: trained anew
 
 
+def test_generators_of_another_split_are_not_reused(recorded):
+    profile, _ = recorded
+    leakfree.run(profile, "expansion")
+    reseeded = tiny_profile(profile.path("outputs").parent, seed=1, **{"paths.figures": str(profile.path("figures"))})
+    with pytest.raises(DefFillerError, match="trained on the train rows of .*split.csv, not on this run's split"):
+        leakfree.run(reseeded, "expansion")
+
+
 def test_off_in_the_profile_makes_nothing(recorded):
     profile, calls = recorded
     assert leakfree.run(tiny_profile(profile.path("outputs").parent, **{"leak_free.expansion": False})) is None

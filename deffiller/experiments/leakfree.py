@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from deffiller.config import Profile
 from deffiller.data.layout import MASK_DIRS
-from deffiller.data.splits import split_pairs, write_manifest
+from deffiller.data.splits import read_manifest, split_pairs, write_manifest
 from deffiller.detection.protocols import BASELINE, expansion, expansion_pairs, substitution, substitution_pairs
 from deffiller.errors import DefFillerError
 from deffiller.experiments import baselines, detection, generation, masks, priors
@@ -49,9 +49,15 @@ def root(profile: Profile, protocol: str) -> Path:
 
 
 def write_split(profile: Profile, source, protocol: str) -> Path:
-    """The protocol's detector split (train and test rows) as the manifest the generators train on."""
+    """The protocol's detector split (train and test rows) as the manifest the generators train on; an error where
+    the folder's generators were trained on another split (its runs are reused, so they could have seen test pairs)."""
     split = (expansion_pairs if protocol == "expansion" else substitution_pairs)(source.root, profile)
-    return write_manifest(root(profile, protocol) / "split.csv", split)
+    path = root(profile, protocol) / "split.csv"
+    if path.is_file() and {p.name for p in read_manifest(path, "train")} != {p.name for p in split["train"]}:
+        raise DefFillerError(f"{path.parent}: its generators were trained on the train rows of {path}, not on this "
+                             "run's split (the seed, the data or detect.substitution_per_class changed); delete the "
+                             "folder to train them on this split")
+    return write_manifest(path, split)
 
 
 def with_priors(profile: Profile, folder: Path, train_split: Path) -> Profile:
