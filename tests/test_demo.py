@@ -15,7 +15,8 @@ from tiny_deffiller import tiny_parts, tiny_profile
 from deffiller.cli import main
 from deffiller.data.layout import load_pairs
 from deffiller.demo.app import DemoPage
-from deffiller.demo.session import DemoSession, Variation, map_iou, outline
+from deffiller.demo.session import DemoSession, Variation, outline
+from deffiller.detection.metrics import mask_iou_array
 from deffiller.errors import DefFillerError
 from deffiller.training.deffiller import TrainConfig, save_pipeline
 from deffiller.utils.io import read_image
@@ -165,11 +166,11 @@ def test_the_detector_scores_each_variation_by_iou_with_the_mask(run_dir, detect
     assert len(saliency) == 2
     for variation, (_, caption), (smap, map_caption) in zip(variations, gallery, saliency):
         assert smap.shape == (200, 200) and smap.dtype == np.uint8 and 0 <= variation.iou <= 1
-        assert variation.iou == map_iou(variation.mask, smap)
+        assert variation.iou == mask_iou_array(variation.mask, smap)
         assert f"IoU {variation.iou:.2f}" in caption and caption == map_caption and "at 0.6" in caption
     assert chosen.value == [str(i + 1) for i, v in enumerate(variations) if v.iou >= 0.6]
     mask = scratch() > 127
-    assert map_iou(mask, scratch()) == 1.0 and map_iou(mask, 255 - scratch()) == 0.0
+    assert mask_iou_array(mask, scratch()) == 1.0 and mask_iou_array(mask, 255 - scratch()) == 0.0
     with pytest.raises(DefFillerError, match="--detector WEIGHTS and --net NAME together"):
         DemoSession(run_dir, "tiny", detector=detector_weights)
 

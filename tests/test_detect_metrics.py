@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deffiller.cli import main
-from deffiller.detection.metrics import SaliencyMetrics, evaluate_folders
+from deffiller.detection.metrics import SaliencyMetrics, evaluate_folders, mask_iou_array
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import read_image, save_image
 from deffiller.config import REPO_ROOT
@@ -23,6 +23,18 @@ def test_published_csepnet_maps_give_the_reference_scores(sd900):
     assert scores["n"] == 360
     rounded = {k: round(scores[k], 4) for k in ("S", "MAE", "maxE", "maxF", "meanF", "wF")}
     assert rounded == {"S": 0.8836, "MAE": 0.0229, "maxE": 0.9655, "maxF": 0.8821, "meanF": 0.8587, "wF": 0.8574}
+
+
+def test_mask_iou_array_binarises_both_at_half():
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:2] = 255  # 8 pixels
+    found = np.zeros((4, 4), np.uint8)
+    found[1:3] = 200  # 8 pixels, 4 shared
+    found[3] = 127  # at the threshold: background
+    assert mask_iou_array(mask, found) == 4 / 12 == mask_iou_array(mask > 127, found)
+    assert mask_iou_array(np.zeros((4, 4), bool), np.zeros((4, 4), np.uint8)) == 1.0
+    with pytest.raises(DefFillerError, match="In_1.png: mask is 4x4 but the map is 5x4"):
+        mask_iou_array(mask, np.zeros((4, 5), np.uint8), "In_1.png")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ EXPECTED_OUTPUTS = {  # notebook -> files it must write under figures/<profile>/
     "07_generation_quality": ["table3.csv", "table7.csv", "fig6.png", "fig9.png", "fig10.png", "fig10.pdf",
                               "samples_vs_real.png"],
     "08_substitution": ["table4.csv", "table5.csv", "table5.md", "fig7.png", "fig7.pdf"],
-    "09_expansion": ["table8.csv", "table8.md"],
+    "09_expansion": ["table8.csv", "table8.md", "table8_leakfree.csv", "table8_leakfree.md"],
     "10_report": ["report.md", "report.html"],
 }
 

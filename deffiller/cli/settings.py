@@ -48,6 +48,7 @@ SECTIONS = {
     "dfmgan": "deffiller.baselines.dfmgan.config:DFMGANConfig",
     "experiments": "deffiller.experiments.common:ExperimentsConfig",
     "fid": "deffiller.evaluation.fid:FidConfig",
+    "leak_free": "deffiller.experiments.leakfree:LeakFreeConfig",
     "masks": "deffiller.training.mask_ddpm:MaskDDPMConfig",
     "model": "deffiller.models.config:ModelConfig",
     "priors": "deffiller.experiments.priors:PriorsConfig",

@@ -15,7 +15,7 @@ from scipy.ndimage import binary_erosion
 
 from deffiller.config import DEFAULT_PROFILE, Profile, load_profile
 from deffiller.data.layout import index_of
-from deffiller.data.masks import binarize
+from deffiller.detection.metrics import mask_iou_array
 from deffiller.detection.predict import load_detector, predict_maps
 from deffiller.detection.train import DetectConfig
 from deffiller.errors import DefFillerError
@@ -59,13 +59,6 @@ def outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     rgb = np.repeat(image[..., None], 3, axis=2)
     rgb[edge] = OUTLINE_RGB
     return rgb
-
-
-def map_iou(mask: np.ndarray, saliency: np.ndarray) -> float:
-    """IoU of a bool mask with a detector map binarised at 0.5, as the generated-pair filter computes it."""
-    found = binarize(saliency)
-    union = np.logical_or(mask, found).sum()
-    return float(np.logical_and(mask, found).sum() / union) if union else 1.0
 
 
 @contextlib.contextmanager
@@ -164,7 +157,7 @@ class DemoSession:
         if self.detector is None:
             return [Variation(label, s, grey, mask) for s, grey in zip(seeds, greys)]
         maps = list(predict_maps(self.detector, greys, self.sample.batch_size, str(self.device)))
-        return [Variation(label, s, grey, mask, saliency, map_iou(mask, saliency))
+        return [Variation(label, s, grey, mask, saliency, mask_iou_array(mask, saliency))
                 for s, grey, saliency in zip(seeds, greys, maps)]
 
     def new_mask(self, label: str, seed: int) -> np.ndarray:

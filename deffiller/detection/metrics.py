@@ -46,6 +46,18 @@ def match_size(pred: np.ndarray, shape: tuple[int, int], name: str = "prediction
     return np.asarray(Image.fromarray(pred).resize((w, h), Image.BILINEAR))
 
 
+def mask_iou_array(mask: np.ndarray, saliency: np.ndarray, name: str = "mask") -> float:
+    """IoU of a mask (bool, or uint8 binarised at >127) with a detector's uint8 map binarised at >127 (0.5): the score
+    of the generated-pair filter (`detect.filter_iou`) and of the demo's variations; 1 when both are empty."""
+    mask = mask if mask.dtype == bool else binarize(mask)
+    found = binarize(saliency)
+    if mask.shape != found.shape:
+        raise DefFillerError(f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but the map is "
+                             f"{found.shape[1]}x{found.shape[0]}")
+    union = np.logical_or(mask, found).sum()
+    return float(np.logical_and(mask, found).sum() / union) if union else 1.0
+
+
 class SaliencyMetrics:
     """Accumulate (prediction, mask) pairs with `update`, read the scores with `compute`."""
 

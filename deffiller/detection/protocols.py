@@ -23,9 +23,8 @@ import pandas as pd
 
 from deffiller.config import Profile
 from deffiller.data.layout import Pair, find_dataset, first_per_class, load_pairs
-from deffiller.data.masks import binarize
 from deffiller.data.splits import expansion_split, substitution_split
-from deffiller.detection.metrics import METRICS, SaliencyMetrics
+from deffiller.detection.metrics import METRICS, SaliencyMetrics, mask_iou_array
 from deffiller.detection.predict import load_detector, predict_maps
 from deffiller.detection.registry import list_detectors
 from deffiller.detection.train import DetectConfig, train_detector
@@ -50,14 +49,8 @@ def score_model(model, pairs: list[Pair], batch_size: int = 8, device: str = "cp
 def mask_iou(model, pairs: list[Pair], batch_size: int = 8, device: str = "cpu") -> list[float]:
     """IoU between each pair's mask and the model's map on its image, binarised at 0.5."""
     grays = [read_image(p.image, "L") for p in pairs]
-    ious = []
-    for pair, pred in zip(pairs, predict_maps(model, grays, batch_size, device)):
-        mask, found = binarize(read_image(pair.mask, "L")), binarize(pred)
-        if mask.shape != found.shape:
-            raise DefFillerError(f"{pair.mask}: mask is {mask.shape[::-1]} but its image {pair.image} is {found.shape[::-1]}")
-        union = np.logical_or(mask, found).sum()
-        ious.append(float(np.logical_and(mask, found).sum() / union) if union else 1.0)
-    return ious
+    return [mask_iou_array(read_image(pair.mask, "L"), pred, f"{pair.mask} (image {pair.image})")
+            for pair, pred in zip(pairs, predict_maps(model, grays, batch_size, device))]
 
 
 def filter_pairs(model, pairs: list[Pair], threshold: float, batch_size: int = 8, device: str = "cpu") -> list[Pair]:
@@ -180,10 +173,14 @@ def substitution(real_root, generated: dict[str, str | Path], profile: Profile, 
                      profile, out, nets, filter_generated, keep_weights)
 
 
+def expansion_pairs(real_root, profile: Profile) -> dict[str, list[Pair]]:
+    """The 1:5 split of data expansion, seeded by the profile."""
+    return expansion_split(load_pairs(real_root, per_class=profile.data.per_class), profile.seed)
+
+
 def expansion(real_root, generated: dict[str, str | Path], profile: Profile, out, nets=None,
               filter_generated: bool = False, keep_weights: bool = False) -> pd.DataFrame:
     """The runs of Table 8: one row per (network, method, seed); `generated` maps a method name to a folder of
     generated pairs (dataset layout: images and their masks), added to the real training split."""
-    pairs = load_pairs(real_root, per_class=profile.data.per_class)
-    return _protocol("expansion", expansion_split(pairs, profile.seed), lambda _, root: load_pairs(root), generated,
+    return _protocol("expansion", expansion_pairs(real_root, profile), lambda _, root: load_pairs(root), generated,
                      profile, out, nets, filter_generated, keep_weights)

@@ -18,34 +18,56 @@ from deffiller.experiments.priors import prior_paths
 from deffiller.reporting.outputs import Outputs
 
 
-def run_dir(profile: Profile, method: str):
-    return profile.path("outputs") / method
+def run_dir(profile: Profile, method: str, root: Path | None = None):
+    return Path(root or profile.path("outputs")) / method
 
 
-def generated(profile: Profile, name: str):
-    return profile.path("outputs") / "generated" / name
+def generated(profile: Profile, name: str, root: Path | None = None):
+    return Path(root or profile.path("outputs")) / "generated" / name
+
+
+def adabldm(profile: Profile, data, root: Path | None = None, train_split: Path | None = None) -> Path:
+    """Train (or reuse) AdaBLDM on `data` (only the train rows of the manifest `train_split` when given) from the
+    profile's SD prior under `root` (default: the profile's outputs); returns the run folder."""
+    folder = run_dir(profile, "adabldm", root)
+    train_adabldm(profile, data=data, train_manifest=train_split, base=prior_paths(profile)[0], out_dir=folder,
+                  resume=True, progress=False)
+    return folder
+
+
+def adabldm_new(profile: Profile, root: Path | None = None) -> Path:
+    """AdaBLDM's images (`adabldm_new`) for the mask DDPM's new masks, both under `root`."""
+    out = generated(profile, "adabldm_new", root)
+    generate_adabldm(run_dir(profile, "adabldm", root), generated_masks_dir(profile, root) / MASK_DIRS[0], out,
+                     seed=profile.seed, progress=False)
+    return out
+
+
+def dfmgan(profile: Profile, data, root: Path | None = None, train_split: Path | None = None) -> Path:
+    """Train (or reuse) DFMGAN on `data` (only the train rows of the manifest `train_split` when given) under `root`
+    (default: the profile's outputs), and draw `dfmgan_new`, its own pairs; returns the run folder."""
+    folder = run_dir(profile, "dfmgan", root)
+    train_dfmgan(profile, data=data, train_manifest=train_split, out_dir=folder, resume=True, progress=False)
+    generate_dfmgan(folder, profile.section(ExperimentsConfig).eval_per_class, generated(profile, "dfmgan_new", root),
+                    seed=profile.seed, progress=False)
+    return folder
 
 
 def run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "06_baselines")
-    cfg = profile.section(ExperimentsConfig)
     real = eval_set(profile, source)
     sd_path, _ = prior_paths(profile)
     rows = []
 
-    train_adabldm(profile, data=source.root, base=sd_path, out_dir=run_dir(profile, "adabldm"), resume=True, progress=False)
-    generate_adabldm(run_dir(profile, "adabldm"), real / MASK_DIRS[0], generated(profile, "adabldm_gt"), seed=profile.seed,
-                     progress=False)
-    generate_adabldm(run_dir(profile, "adabldm"), generated_masks_dir(profile) / MASK_DIRS[0],
-                     generated(profile, "adabldm_new"), seed=profile.seed, progress=False)
+    folder = adabldm(profile, source.root)
+    adabldm_new(profile)
+    generate_adabldm(folder, real / MASK_DIRS[0], generated(profile, "adabldm_gt"), seed=profile.seed, progress=False)
     rows.append({"method": "AdaBLDM", "models": "one ControlNet per class", "base": str(sd_path),
-                 "train seconds": training_seconds_tree(run_dir(profile, "adabldm"))})
+                 "train seconds": training_seconds_tree(folder)})
 
-    train_dfmgan(profile, data=source.root, out_dir=run_dir(profile, "dfmgan"), resume=True, progress=False)
-    generate_dfmgan(run_dir(profile, "dfmgan"), cfg.eval_per_class, generated(profile, "dfmgan_new"), seed=profile.seed,
-                    progress=False)
+    folder = dfmgan(profile, source.root)
     rows.append({"method": "DFMGAN", "models": "stage 1 + one stage-2 model per class", "base": "-",
-                 "train seconds": training_seconds_tree(run_dir(profile, "dfmgan"))})
+                 "train seconds": training_seconds_tree(folder)})
     outputs.table("baselines", pd.DataFrame(rows), "Baselines trained by this run")
     outputs.extra["adabldm_base"] = str(sd_path)
     outputs.finish()

@@ -77,15 +77,20 @@ def fig7(runs: pd.DataFrame):
     return fig
 
 
-def substitution_run(profile: Profile) -> Outputs:
-    source, outputs = start(profile, "08_substitution")
+def substitution_sets(profile: Profile, source, root: Path | None = None) -> dict[str, Path]:
+    """Table 5's generated sets: the images that AdaBLDM and the main DefFiller model under `root` (default: the
+    profile's outputs, trained by notebooks 04 and 06) make for the training masks of data substitution."""
     init = profile.section(ExperimentsConfig).main_init
     masks = substitution_masks(profile, source) / MASK_DIRS[0]
-    deffiller = generation.generate(profile, init, masks, f"deffiller_{init}_substitution")
-    adabldm = baselines.generated(profile, "adabldm_substitution")
-    generate_adabldm(baselines.run_dir(profile, "adabldm"), masks, adabldm, seed=profile.seed, progress=False)
-    runs = substitution(source.root, {"AdaBLDM": adabldm, "DefFiller": deffiller}, profile,
-                        profile.path("outputs") / "detection")
+    deffiller = generation.generate(profile, init, masks, f"deffiller_{init}_substitution", root=root)
+    adabldm = baselines.generated(profile, "adabldm_substitution", root)
+    generate_adabldm(baselines.run_dir(profile, "adabldm", root), masks, adabldm, seed=profile.seed, progress=False)
+    return {"AdaBLDM": adabldm, "DefFiller": deffiller}
+
+
+def substitution_run(profile: Profile) -> Outputs:
+    source, outputs = start(profile, "08_substitution")
+    runs = substitution(source.root, substitution_sets(profile, source), profile, profile.path("outputs") / "detection")
     outputs.table("table4", settings_table(profile), "Training settings of the detection models (this run)")
     detector_tables(outputs, "table5", runs, profile, "Detection before and after data substitution (9:1)")
     outputs.figure("fig7", fig7(_paper_names(runs)))
@@ -93,13 +98,18 @@ def substitution_run(profile: Profile) -> Outputs:
     return outputs
 
 
+def expansion_sets(profile: Profile, root: Path | None = None) -> dict[str, Path]:
+    """Table 8's generated sets under `root` (default: the profile's outputs, written by notebooks 06 and 07): each
+    method's pairs for new masks (DFMGAN: its own pairs)."""
+    init = profile.section(ExperimentsConfig).main_init
+    return {"DFMGAN": baselines.generated(profile, "dfmgan_new", root),
+            "AdaBLDM": baselines.generated(profile, "adabldm_new", root),
+            "DefFiller": generation.generated(profile, f"deffiller_{init}_new", root)}
+
+
 def expansion_run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "09_expansion")
-    init = profile.section(ExperimentsConfig).main_init
-    generated = {"DFMGAN": baselines.generated(profile, "dfmgan_new"),
-                 "AdaBLDM": baselines.generated(profile, "adabldm_new"),
-                 "DefFiller": generation.generated(profile, f"deffiller_{init}_new")}
-    runs = expansion(source.root, generated, profile, profile.path("outputs") / "detection")
+    runs = expansion(source.root, expansion_sets(profile), profile, profile.path("outputs") / "detection")
     detector_tables(outputs, "table8", runs, profile, "Detection before and after data expansion (1:5)")
     outputs.finish()
     return outputs

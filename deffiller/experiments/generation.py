@@ -23,27 +23,32 @@ from deffiller.training.deffiller import train_deffiller
 NO_ADAPTATION = "no adaptation"  # Table 1's first row: the prior sampled as loaded
 
 
-def model_run(profile: Profile, init: str, adapted: bool = True) -> Path:
-    """The run folder of DefFiller trained from `init` (`adapted`), or of the `init` prior saved untrained."""
-    return profile.path("outputs") / (f"deffiller_{init}" if adapted else f"deffiller_{init}_no_adaptation")
+def model_run(profile: Profile, init: str, adapted: bool = True, root: Path | None = None) -> Path:
+    """The run folder under `root` (default: the profile's outputs) of DefFiller trained from `init` (`adapted`), or of
+    the `init` prior saved untrained."""
+    return Path(root or profile.path("outputs")) / (f"deffiller_{init}" if adapted else f"deffiller_{init}_no_adaptation")
 
 
-def generated(profile: Profile, name: str) -> Path:
-    return profile.path("outputs") / "generated" / name
+def generated(profile: Profile, name: str, root: Path | None = None) -> Path:
+    return Path(root or profile.path("outputs")) / "generated" / name
 
 
-def train(profile: Profile, source, init: str, adapted: bool = True) -> dict:
-    """Train (or finish, or reuse) DefFiller from `init` on all pairs of the dataset, as the official code does; not
-    `adapted`: zero training steps, the prior as loaded (with its new mask encoder) saved as a pipeline."""
-    return train_deffiller(profile, init, model_run(profile, init, adapted), data=source.root, resume=True,
-                           progress=False, overrides=None if adapted else {"max_steps": 0})
+def train(profile: Profile, source, init: str, adapted: bool = True, root: Path | None = None,
+          train_split: Path | None = None) -> dict:
+    """Train (or finish, or reuse) DefFiller from `init` on all pairs of the dataset, as the official code does, or on
+    the train rows of the manifest `train_split` only; the run lives under `root` (default: the profile's outputs).
+    Not `adapted`: zero training steps, the prior as loaded (with its new mask encoder) saved as a pipeline."""
+    return train_deffiller(profile, init, model_run(profile, init, adapted, root), data=source.root,
+                           train_manifest=train_split, resume=True, progress=False,
+                           overrides=None if adapted else {"max_steps": 0})
 
 
 def generate(profile: Profile, init: str, masks: Path, name: str, guidance: float | None = None,
-             adapted: bool = True, seed: int | None = None) -> Path:
+             adapted: bool = True, seed: int | None = None, root: Path | None = None) -> Path:
+    """The images of the model trained from `init` under `root` for `masks`, into `<root>/generated/<name>`."""
     cfg = profile.section(SampleConfig)
-    out = generated(profile, name)
-    generate_from_masks(model_run(profile, init, adapted), masks, out,
+    out = generated(profile, name, root)
+    generate_from_masks(model_run(profile, init, adapted, root), masks, out,
                         guidance=cfg.guidance if guidance is None else guidance, steps=cfg.steps,
                         seed=profile.seed if seed is None else seed, scheduler=cfg.scheduler,
                         batch_size=cfg.batch_size, source_size=profile.data.source_size, device=cfg.device,

@@ -20,14 +20,26 @@ from deffiller.training.mask_ddpm import MaskDDPMConfig, load_mask, train_mask_d
 from deffiller.utils.io import list_images, recover_folder, save_image, staged_folder
 
 
-def run_dir(profile: Profile):
-    return profile.path("outputs") / "mask_ddpm"
+def run_dir(profile: Profile, root: Path | None = None):
+    return Path(root or profile.path("outputs")) / "mask_ddpm"
 
 
-def generated_masks_dir(profile: Profile):
+def generated_masks_dir(profile: Profile, root: Path | None = None):
     """Where the new masks land (`Ground truth/` at 200 px, `masks_<image size>/` at DefFiller's size, each one resize
     from the mask generator's); notebooks 06-09 read them (the generators through `masks_<image size>/`)."""
-    return profile.path("outputs") / "generated_masks"
+    return Path(root or profile.path("outputs")) / "generated_masks"
+
+
+def new_masks(profile: Profile, data, root: Path | None = None, train_split: Path | None = None) -> dict:
+    """Train (or reuse) the mask DDPM on the masks of `data` (only the train rows of the manifest `train_split` when
+    given) under `root` (default: the profile's outputs), and draw the new masks; returns the run summary."""
+    cfg = profile.section(MaskDDPMConfig)
+    summary = train_mask_ddpm(profile, run_dir(profile, root), data=data, train_manifest=train_split, resume=True)
+    sample_masks(summary["model"], generated_masks_dir(profile, root), cfg.per_class, seed=profile.seed,
+                 steps=cfg.sampling_steps, sampler=cfg.sampler, source_size=profile.data.source_size,
+                 image_size=profile.data.image_size, upsample=cfg.upsample, batch_size=cfg.sample_batch_size,
+                 device=cfg.device, progress=False)
+    return summary
 
 
 def fid_row(report: dict, classes) -> dict:
@@ -68,10 +80,7 @@ def mask_floor_row(profile: Profile, source) -> dict:
 def run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "02_mask_ddpm")
     cfg = profile.section(MaskDDPMConfig)
-    summary = train_mask_ddpm(profile, run_dir(profile), data=source.root, resume=True)
-    sample_masks(summary["model"], generated_masks_dir(profile), cfg.per_class, seed=profile.seed, steps=cfg.sampling_steps,
-                 sampler=cfg.sampler, source_size=profile.data.source_size, image_size=profile.data.image_size,
-                 upsample=cfg.upsample, batch_size=cfg.sample_batch_size, device=cfg.device, progress=False)
+    summary = new_masks(profile, source.root)
     real = eval_set(profile, source)  # all 300 masks per class in the paper profile
     report = mask_quality(real, generated_masks_dir(profile), outputs.folder / "mask_quality", profile=profile)
     outputs.table("table6", pd.DataFrame([fid_row(report, profile.data.classes), mask_floor_row(profile, source)]),

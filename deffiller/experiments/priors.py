@@ -98,6 +98,18 @@ def build_gligen_like(profile: Profile, out: Path, cfg: PriorsConfig) -> Path:
     return save_original_gligen_checkpoint(parts, out)
 
 
+def build_stand_ins(profile: Profile, pairs) -> tuple[Path, Path]:
+    """The miniature SD-like and GLIGEN-like priors at the profile's `model.sd_weights` / `model.gligen_weights`, built
+    where missing (the SD-like one's VAE learns the images of `pairs`); returns their paths."""
+    cfg = profile.section(PriorsConfig)
+    sd_path, gligen_path = prior_paths(profile)
+    if not recover_folder(sd_path).exists():
+        build_sd_like(profile, pairs, sd_path, cfg)
+    if not gligen_path.exists():
+        build_gligen_like(profile, gligen_path, cfg)
+    return sd_path, gligen_path
+
+
 def run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "03_priors")
     sd_path, gligen_path = prior_paths(profile)
@@ -110,12 +122,7 @@ def run(profile: Profile) -> Outputs:
                 "(or set model.sd_weights / model.gligen_weights)")
         kind = "real"
     else:
-        cfg = profile.section(PriorsConfig)
-        pairs = load_pairs(source.root, per_class=profile.data.per_class)
-        if not recover_folder(sd_path).exists():
-            build_sd_like(profile, pairs, sd_path, cfg)
-        if not gligen_path.exists():
-            build_gligen_like(profile, gligen_path, cfg)
+        build_stand_ins(profile, load_pairs(source.root, per_class=profile.data.per_class))
         kind = "miniature stand-in pretrained on synthetic captioned scenes"
     outputs.add_weights("sd", sd_path if sd_path.is_file() else sd_path / "unet" / "diffusion_pytorch_model.safetensors")
     outputs.add_weights("gligen", gligen_path)

@@ -1,7 +1,8 @@
 """The paper's claims, checked on the tables of one run: the report's "Claims of the paper, checked on this run".
 
 Every number and verdict comes from the CSVs in `figures/<profile>/` (table1, table2, table3, table5, table7,
-table8 and fid_seeds.csv, as the notebooks write them), never from typed text. Each claim is a margin that is
+table8, their leak-free variants table5_leakfree and table8_leakfree, and fid_seeds.csv, as the notebooks write
+them), never from typed text. Each claim is a margin that is
 positive when the claim holds (a rival's FID minus DefFiller's, a detector's S with DefFiller's data minus without),
 judged against its spread (RULE below).
 """
@@ -228,23 +229,31 @@ def _average_claim(run: RunTables, name: str, method: str, text: str, sign: int)
     return _claim(run, name, text, check)
 
 
-def _table5(run: RunTables) -> list[dict]:
+def _table5(run: RunTables, name: str = "table5") -> list[dict]:
+    """Table 5's claims, on `name`: the paper's table or its leak-free variant."""
     claims = []
-    for network in _networks(run, "table5"):
-        claims += [_detector_claim(run, "table5", network, "DefFiller", "substituting DefFiller images keeps S "
+    for network in _networks(run, name):
+        claims += [_detector_claim(run, name, network, "DefFiller", "substituting DefFiller images keeps S "
                                    f"within {KEEP_S_WITHIN} of real data",
                                    lambda base, ours: KEEP_S_WITHIN - (base - ours)),
-                   _detector_claim(run, "table5", network, "AdaBLDM", "substituting AdaBLDM images lowers S",
+                   _detector_claim(run, name, network, "AdaBLDM", "substituting AdaBLDM images lowers S",
                                    lambda base, ours: base - ours)]
     return claims
 
 
-def _table8(run: RunTables) -> list[dict]:
-    return [*(_detector_claim(run, "table8", network, "DefFiller", "adding DefFiller pairs raises S",
-                              lambda base, ours: ours - base) for network in _networks(run, "table8")),
-            _average_claim(run, "table8", "DefFiller", "adding DefFiller pairs raises S on average over the detectors, "
+def _table8(run: RunTables, name: str = "table8") -> list[dict]:
+    """Table 8's claims, on `name`: the paper's table or its leak-free variant."""
+    return [*(_detector_claim(run, name, network, "DefFiller", "adding DefFiller pairs raises S",
+                              lambda base, ours: ours - base) for network in _networks(run, name)),
+            _average_claim(run, name, "DefFiller", "adding DefFiller pairs raises S on average over the detectors, "
                            "by about 4%", +1),
-            _average_claim(run, "table8", "DFMGAN", "adding DFMGAN pairs lowers S on average over the detectors", -1)]
+            _average_claim(run, name, "DFMGAN", "adding DFMGAN pairs lowers S on average over the detectors", -1)]
+
+
+def table_label(name: str) -> str:
+    """`table8` -> `Table 8`; `table8_leakfree` -> `Table 8 (leak-free)`."""
+    table, _, variant = name.partition("_")
+    return table.replace("table", "Table ") + (" (leak-free)" if variant == "leakfree" else "")
 
 
 def _claim(run: RunTables, name: str, text: str, check) -> dict:
@@ -253,7 +262,7 @@ def _claim(run: RunTables, name: str, text: str, check) -> dict:
         numbers, verdict, spread = check(run.table(name))
     except _Missing as missing:
         numbers, verdict, spread = str(missing), NOT_RUN, ""
-    return {"table": name.replace("table", "Table "), "claim": text, "this run": numbers, "spread": spread,
+    return {"table": table_label(name), "claim": text, "this run": numbers, "spread": spread,
             "verdict": verdict}
 
 
@@ -261,7 +270,7 @@ def check_claims(folder) -> pd.DataFrame:
     """One row per claim of the paper: table, claim, this run's numbers, the spread used, verdict."""
     run = RunTables(folder)
     rows = [*_table1(run), *_table2(run), *_deffiller_lowest(run, "table3"), *_deffiller_lowest(run, "table7"),
-            *_table5(run), *_table8(run)]
+            *_table5(run), *_table5(run, "table5_leakfree"), *_table8(run), *_table8(run, "table8_leakfree")]
     return pd.DataFrame(rows, columns=["table", "claim", "this run", "spread", "verdict"])
 
 
