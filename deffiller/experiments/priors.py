@@ -36,6 +36,7 @@ from deffiller.utils.io import recover_folder
 @dataclass
 class PriorsConfig(LoopConfig):
     SECTION: ClassVar[str] = "priors"
+    source: str = "stand_in"  # stand_in: build the miniature priors below; pretrained: the real SD-1.4 / GLIGEN-sem files
     scenes: int = 2000  # captioned scenes the stand-ins learn from
     sd_steps: int = 2000  # text-to-image pretraining of the SD-like stand-in
     gligen_steps: int = 1000  # grounding pretraining of the GLIGEN-like stand-in (SD-like frozen, as GLIGEN)
@@ -113,11 +114,14 @@ def build_stand_ins(profile: Profile, pairs) -> tuple[Path, Path]:
 def run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "03_priors")
     sd_path, gligen_path = prior_paths(profile)
-    if profile.name == "paper":
+    source_kind = profile.section(PriorsConfig).source
+    if source_kind not in ("stand_in", "pretrained"):
+        raise DefFillerError(f"config {profile.name}.priors.source: {source_kind!r}; use stand_in or pretrained")
+    if source_kind == "pretrained":
         missing = [str(p) for p in (sd_path, gligen_path) if not p.exists()]
         if missing:
             raise DefFillerError(
-                f"the paper profile needs the real priors: {', '.join(missing)}. Put the diffusers folder of "
+                f"priors.source is pretrained, so the real priors are needed: {', '.join(missing)}. Put the diffusers folder of "
                 "CompVis/stable-diffusion-v1-4 and the file diffusion_pytorch_model.bin of gligen/gligen-generation-sem there "
                 "(or set model.sd_weights / model.gligen_weights)")
         kind = "real"
