@@ -1,4 +1,4 @@
-"""Profiles (`configs/{tiny,smoke,paper}.yaml`) loaded into typed config objects.
+"""Profiles (`deffiller/configs/{tiny,smoke,paper}.yaml`, shipped inside the package) loaded into typed config objects.
 
 A profile is one YAML file. Its `paths`, `data` and `seed` are typed here; every other top-level
 section belongs to the module that uses it, which declares a dataclass with `SECTION = "<name>"`
@@ -26,11 +26,24 @@ from deffiller.errors import DefFillerError
 PROFILES = ("tiny", "smoke", "paper")
 DEFAULT_PROFILE = "smoke"  # of every command
 TYPED = ("seed", "paths", "data")  # the top-level keys this module types; other sections belong to their modules
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _project_root() -> Path:
+    """Where a profile's relative paths (data/, outputs/, weights/ ...) live: $DEFFILLER_ROOT, else the checkout this
+    package sits in, else (an installed package) the working directory."""
+    if os.environ.get("DEFFILLER_ROOT"):
+        return Path(os.environ["DEFFILLER_ROOT"]).resolve()
+    checkout = PACKAGE_DIR.parent
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+REPO_ROOT = _project_root()
 
 
 def configs_dir() -> Path:
-    return Path(os.environ.get("DEFFILLER_CONFIGS", REPO_ROOT / "configs"))
+    """The profiles: $DEFFILLER_CONFIGS, else the ones shipped in the package."""
+    return Path(os.environ.get("DEFFILLER_CONFIGS", PACKAGE_DIR / "configs"))
 
 
 @dataclass

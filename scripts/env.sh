@@ -1,11 +1,11 @@
-# Sourced by run_all.sh and run_tests.sh: use the active environment when deffiller is importable there
+# Sourced by run_all.sh and run_tests.sh: use the active environment when torch, diffusers and deffiller import there
 # (e.g. the conda env of environment.yml), else create/reuse .venv/ in the repo root and install from pyproject.toml.
 ensure_env() {
   local root extras stamp want
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   extras="${1:-notebooks,test}"
   if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && [ "${VIRTUAL_ENV:-}" != "$root/.venv" ] \
-     && python -c "import deffiller" >/dev/null 2>&1; then
+     && python -c "import torch, diffusers, deffiller" >/dev/null 2>&1; then
     echo "using the active environment: $(command -v python)"
     return 0
   fi

@@ -14,7 +14,7 @@ import yaml
 
 from deffiller.cli import build_parser, main
 from deffiller.cli.settings import SECTIONS, parse_settings, section_class
-from deffiller.config import DEFAULT_PROFILE, PROFILES, REPO_ROOT, Profile, load_profile
+from deffiller.config import DEFAULT_PROFILE, PROFILES, REPO_ROOT, Profile, configs_dir, load_profile
 from deffiller.errors import DefFillerError
 from deffiller.reporting.outputs import Outputs
 
@@ -58,7 +58,7 @@ def test_values_are_yaml_and_a_malformed_item_is_refused():
 
 
 def test_the_section_table_covers_every_section_of_the_profiles():
-    sections = set(yaml.safe_load((REPO_ROOT / "configs" / "tiny.yaml").read_text())) - {"profile", "seed", "paths",
+    sections = set(yaml.safe_load((configs_dir() / "tiny.yaml").read_text())) - {"profile", "seed", "paths",
                                                                                           "data"}
     assert set(SECTIONS) == sections
     assert all(section_class(name).SECTION == name for name in SECTIONS)

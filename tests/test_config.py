@@ -5,7 +5,7 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from deffiller.config import PROFILES, REPO_ROOT, load_profile
+from deffiller.config import PROFILES, REPO_ROOT, configs_dir, load_profile
 from deffiller.errors import DefFillerError
 
 
@@ -40,7 +40,7 @@ def test_every_profile_section_is_claimed_by_the_same_keys():
     """All three profiles set the same keys, so a notebook never meets a key one profile lacks."""
     def keys(tree, prefix=""):
         return {prefix + k for k in tree} | {x for k, v in tree.items() if isinstance(v, dict) for x in keys(v, f"{prefix}{k}.")}
-    loaded = {name: yaml.safe_load((REPO_ROOT / "configs" / f"{name}.yaml").read_text()) for name in PROFILES}
+    loaded = {name: yaml.safe_load((configs_dir() / f"{name}.yaml").read_text()) for name in PROFILES}
     assert keys(loaded["tiny"]) == keys(loaded["smoke"]) == keys(loaded["paper"])
 
 

@@ -8,7 +8,7 @@ import papermill
 import pytest
 import yaml
 
-from deffiller.config import REPO_ROOT
+from deffiller.config import REPO_ROOT, configs_dir
 from deffiller.reporting import runner
 
 NOTEBOOKS = runner.discover()
@@ -49,9 +49,9 @@ def test_committed_without_outputs_and_with_parameters(path):
 
 @pytest.fixture
 def isolated_tiny(tmp_path, monkeypatch, sd900):
-    """configs/ copied with tiny's outputs and figures redirected into tmp_path, and the real data beside."""
+    """deffiller/configs/ copied with tiny's outputs and figures redirected into tmp_path, and the real data beside."""
     configs = tmp_path / "configs"
-    shutil.copytree(REPO_ROOT / "configs", configs)
+    shutil.copytree(configs_dir(), configs)
     tiny = yaml.safe_load((configs / "tiny.yaml").read_text())
     tiny["paths"].update(outputs=str(tmp_path / "outputs"), figures=str(tmp_path / "figures"), data_root=str(tmp_path / "data"),
                          weights=str(tmp_path / "weights"))
