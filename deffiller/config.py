@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ def _project_root() -> Path:
 
 
 REPO_ROOT = _project_root()
+EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def configs_dir() -> Path:
@@ -123,6 +125,22 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
         if not isinstance(node, dict):
             raise DefFillerError(f"override {dotted}: {key} is not a section")
     node[leaf] = value
+
+
+def parse_settings(items: list[str]) -> dict:
+    """{"section.key": value} from `--set` items; values are parsed as YAML (and 1e-4, a string to YAML 1.1, as
+    the number it reads as)."""
+    settings = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise DefFillerError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set sample.guidance=5")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise DefFillerError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+        settings[key.strip()] = float(value) if isinstance(value, str) and EXPONENT.fullmatch(value) else value
+    return settings
 
 
 def load_profile(name_or_path: str | os.PathLike = "tiny", overrides: dict | None = None,

@@ -43,6 +43,7 @@ def test_committed_without_outputs_and_with_parameters(path):
     assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell must be tagged parameters"
     params = papermill.inspect_notebook(str(path))
     assert "PROFILE" in params and params["PROFILE"]["inferred_type_name"] == "str"
+    assert "OVERRIDES" in params, f"{path.name}: take OVERRIDES (settings changed for one run) as a parameter"
     assert all(p["help"] for p in params.values()), f"{path.name}: comment every parameter"
     assert len(code) <= 12, f"{path.name}: keep notebooks thin, logic belongs in the package"
 
@@ -88,3 +89,34 @@ def test_failure_names_the_cell_and_keep_going(tmp_path, monkeypatch, isolated_t
     assert "cell 2" in stop[1].detail and "broken on purpose" in stop[1].detail
     going = runner.run_all("tiny", notebooks_dir=notebooks, keep_going=True)
     assert [r.status for r in going] == ["skipped", "failed", "ran"]
+
+
+def test_overrides_reach_the_notebooks_and_their_own_folders(tmp_path, monkeypatch):
+    """`run_all.sh --set` hands the settings to every notebook as OVERRIDES; the run writes to folders of its own."""
+    configs = tmp_path / "configs"
+    shutil.copytree(configs_dir(), configs)
+    tiny = yaml.safe_load((configs / "tiny.yaml").read_text())
+    tiny["paths"].update(outputs=str(tmp_path / "outputs" / "{profile}"), figures=str(tmp_path / "figures" / "{profile}"))
+    (configs / "tiny.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+    monkeypatch.setenv("DEFFILLER_CONFIGS", str(configs))
+    notebooks = tmp_path / "nbs"
+    notebooks.mkdir()
+    cells = [nbformat.v4.new_code_cell('PROFILE: str = "tiny"  # profile\nOVERRIDES: dict = {}  # settings'),
+             nbformat.v4.new_code_cell("import pandas as pd\nfrom deffiller.config import load_profile\n"
+                                       "from deffiller.pipelines.deffiller import SampleConfig\n"
+                                       "from deffiller.reporting.outputs import Outputs\n"
+                                       "profile = load_profile(PROFILE, OVERRIDES)\n"
+                                       "outputs = Outputs(profile, '01')\n"
+                                       "outputs.table('t', pd.DataFrame("
+                                       "{'guidance': [profile.section(SampleConfig).guidance]}))\n"
+                                       "outputs.finish()\n")]
+    cells[0].metadata["tags"] = ["parameters"]
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=kernel), notebooks / "01_a.ipynb")
+
+    assert runner.main(["--profile", "tiny", "--notebooks", str(notebooks), "--set", "sample.guidance=5"]) == 0
+    changed = [p for p in (tmp_path / "figures").iterdir() if p.name.startswith("tiny-set-")]
+    assert len(changed) == 1 and not (tmp_path / "figures" / "tiny").exists()
+    assert (changed[0] / "t.csv").read_text().splitlines()[1] == "5.0"
+    provenance = json.loads((changed[0] / "provenance_01.json").read_text())
+    assert provenance["overrides"] == {"sample.guidance": 5}

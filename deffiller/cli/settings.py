@@ -3,15 +3,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 
-import yaml
-
-from deffiller.config import DEFAULT_PROFILE, Profile, load_profile
+from deffiller.config import DEFAULT_PROFILE, Profile, load_profile, parse_settings
 from deffiller.errors import DefFillerError
-
-EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
-
 
 def add_profile_options(parser: argparse.ArgumentParser, purpose: str = "", default: str | None = DEFAULT_PROFILE,
                         help: str | None = None) -> None:
@@ -23,21 +17,6 @@ def add_profile_options(parser: argparse.ArgumentParser, purpose: str = "", defa
                              "[1, 2]); {profile} in its paths then becomes <profile>-set-<digest>, so the changed "
                              "run never overwrites the profile's outputs and figures")
 
-
-def parse_settings(items: list[str]) -> dict:
-    """{"section.key": value} from `--set` items; values are parsed as YAML (and 1e-4, a string to YAML 1.1, as
-    the number it reads as)."""
-    settings = {}
-    for item in items:
-        key, equals, text = item.partition("=")
-        if not equals or not key.strip():
-            raise DefFillerError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set sample.guidance=5")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise DefFillerError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
-        settings[key.strip()] = float(value) if isinstance(value, str) and EXPONENT.fullmatch(value) else value
-    return settings
 
 
 # The dataclass of every profile section (module:class), imported only for the sections a `--set` changes, so that

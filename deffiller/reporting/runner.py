@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deffiller.config import DEFAULT_PROFILE, PROFILES, REPO_ROOT, configs_dir, load_profile
+import yaml
+
+from deffiller.config import DEFAULT_PROFILE, PROFILES, REPO_ROOT, configs_dir, load_profile, parse_settings
 from deffiller.data.layout import DATASET_DIR
 from deffiller.utils.io import remove_stale_temps, write_json
 
@@ -81,10 +83,13 @@ def failing_cell(executed: Path) -> str:
     return "unknown cell (see the log)"
 
 
-def run_notebook(path: Path, profile: str, out_dir: Path, log: Path, timeout: int | None) -> tuple[bool, str]:
+def run_notebook(path: Path, profile: str, out_dir: Path, log: Path, timeout: int | None,
+                 overrides: dict | None = None) -> tuple[bool, str]:
     executed = out_dir / path.name
     command = [sys.executable, "-m", "papermill", str(path), str(executed), "-p", "PROFILE", profile,
                "-k", "python3", "--cwd", str(path.parent), "--log-output", "--no-progress-bar"]
+    if overrides:
+        command += ["-y", yaml.safe_dump({"OVERRIDES": overrides})]
     if timeout:
         command += ["--execution-timeout", str(timeout)]
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1",
@@ -104,15 +109,19 @@ def select(notebooks: list[Path], only: list[str] | None, start: str | None) -> 
 
 
 def run_all(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, start: str | None = None, force: bool = False,
-            keep_going: bool = False, timeout: int | None = None, notebooks_dir: Path = NOTEBOOKS) -> list[Result]:
-    loaded = load_profile(profile)
+            keep_going: bool = False, timeout: int | None = None, notebooks_dir: Path = NOTEBOOKS,
+            overrides: dict | None = None) -> list[Result]:
+    """Run the numbered notebooks of `profile` (changed by `overrides`, {"section.key": value}: its own output folders)
+    in order, skipping those unchanged since their last successful run."""
+    loaded = load_profile(profile, overrides)
     outputs = loaded.path("outputs")
     out_dir, logs, stamps = outputs / "notebooks", outputs / "logs", outputs / "stamps"
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out_dir, loaded.path("figures")):  # no notebook runs yet: whatever is a temporary is stale
         remove_stale_temps(folder)
     package = tree_digest(REPO_ROOT / "deffiller")
-    config = hashlib.sha256((configs_dir() / f"{profile}.yaml").read_bytes()).hexdigest()
+    config = hashlib.sha256((configs_dir() / f"{profile}.yaml").read_bytes()
+                            + json.dumps(overrides or {}, sort_keys=True).encode()).hexdigest()
     data = listing_digest(Path(os.environ.get("DEFFILLER_DATASET") or loaded.path("data_root") / DATASET_DIR))
     all_notebooks = discover(notebooks_dir)
     chosen = set(select(all_notebooks, only, start))
@@ -134,7 +143,7 @@ def run_all(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, start
         print(f"[{path.name}] running (profile {profile}, log {logs / (path.stem + '.log')})", flush=True)
         stamp_file.unlink(missing_ok=True)  # a run killed from here on must not look finished
         started = time.time()
-        ok, detail = run_notebook(path, profile, out_dir, logs / f"{path.stem}.log", timeout)
+        ok, detail = run_notebook(path, profile, out_dir, logs / f"{path.stem}.log", timeout, overrides)
         seconds = time.time() - started
         if ok:
             write_json(stamp_file, {"stamp": stamp, "seconds": round(seconds, 1), "finished": time.ctime()})
@@ -162,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun notebooks even when unchanged")
     parser.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     parser.add_argument("--timeout", type=int, help="papermill's per-cell execution timeout in seconds")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change one setting for every notebook (repeatable, VALUE is YAML); the run writes to "
+                             "outputs/ and figures/ folders of its own, <profile>-set-<digest>")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, metavar="DIR",
                         help="folder of the numbered notebooks (default: the repository's notebooks/)")
     args = parser.parse_args(argv)
     only = [n.strip().zfill(2) for n in args.only.split(",")] if args.only else None
     start = args.start.zfill(2) if args.start else None
-    results = run_all(args.profile, only, start, args.force, args.keep_going, args.timeout, args.notebooks)
+    results = run_all(args.profile, only, start, args.force, args.keep_going, args.timeout, args.notebooks,
+                      parse_settings(args.settings))
     print("\n" + summary(results))
     return 1 if any(r.status == "failed" for r in results) else 0
 
