@@ -4,7 +4,8 @@ A VGG16-bn encoder (5 stages, strides 1-16) whose stages pass through CBAM and a
 decoder of CSFI blocks (two-resolution feature integration with "contrast" edge purification and gated fusion)
 joined by CSC cross-scale connections; five deeply supervised outputs, each trained with BCE + IoU + (1 - SSIM) +
 CEL. Re-implemented after github.com/showmaker369/CSEPNet (`CSEPNet_VGG16`): 18,775,142 parameters like the original,
-whose checkpoints load through `convert_state_dict` (outputs checked equal to the official model's).
+whose checkpoint names map through `convert_state_dict` (names read from the official source; no official
+checkpoint was at hand to compare outputs).
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ An edge branch (deep stage-6 context added to stage 2, then the multi-scale MSF 
 edge map that every decoder stage reuses in its EFBI block (edge-aware foreground/background integration).
 Stage 2 is a small U-Net on the coarse map whose ERM decoder blocks reuse the edge map again and which predicts a
 residual. 13 outputs. Re-implemented after github.com/monxxcn/TSERNet: 236,779,918 parameters like the original,
-whose checkpoints load through `convert_state_dict` (outputs checked equal to the official model's).
+whose checkpoint names map through `convert_state_dict` (names read from the official source; no official
+checkpoint was at hand to compare outputs).
 """
 from __future__ import annotations
 
