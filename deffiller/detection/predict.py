@@ -20,7 +20,7 @@ from tqdm import tqdm
 from deffiller.detection.metrics import to_gray8
 from deffiller.detection.registry import Detector, Preprocess, create_detector
 from deffiller.errors import DefFillerError
-from deffiller.utils.io import list_images, read_image, save_image
+from deffiller.utils.io import images_in, read_image, save_image
 
 
 def resize(array: np.ndarray, size: int, order: int = 1) -> np.ndarray:
@@ -114,7 +114,7 @@ def predict_maps(model: Detector, grays: list[np.ndarray], batch_size: int = 8, 
 
 def predict_folder(net: str, weights, images, out, batch_size: int = 8, device: str = "cpu") -> list[Path]:
     """Write `<out>/<stem>.png` for every image of a folder (or list of paths); returns the written paths."""
-    paths = list(images) if isinstance(images, (list, tuple)) else _image_folder(images)
+    paths = list(images) if isinstance(images, (list, tuple)) else images_in(images)
     model = load_detector(net, weights, device)
     out = Path(out)
     written = []
@@ -128,11 +128,3 @@ def predict_folder(net: str, weights, images, out, batch_size: int = 8, device: 
     return written
 
 
-def _image_folder(folder) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DefFillerError(f"{folder}: image folder not found")
-    paths = list_images(folder)
-    if not paths:
-        raise DefFillerError(f"{folder}: no images (.bmp/.png/.jpg) in this folder")
-    return paths

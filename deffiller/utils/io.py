@@ -166,6 +166,17 @@ def remove_stale_temps(folder) -> list[Path]:
     return stale
 
 
+def images_in(folder, kind: str = "image", hint: str = "(.bmp, .png, .jpg, ...)") -> list[Path]:
+    """`list_images` of a folder that must hold some: a clear error naming the folder when it is absent or empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DefFillerError(f"{folder}: {kind} folder not found")
+    paths = list_images(folder)
+    if not paths:
+        raise DefFillerError(f"{folder}: no {'' if kind == 'image' else kind + ' '}images {hint} in this folder")
+    return paths
+
+
 def list_images(folder) -> list[Path]:
     """Image files of `folder`, sorted; hidden files (temporaries of atomic writes, `._*` of macOS) are skipped."""
     folder = Path(folder)

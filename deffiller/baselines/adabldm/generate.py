@@ -17,18 +17,13 @@ from deffiller.data.layout import IMAGE_DIRS, MASK_DIRS, class_of
 from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
 from deffiller.pipelines.mask_sampling import mask_file_at
-from deffiller.utils.io import list_images, read_image, remove_stale_temps, save_image
+from deffiller.utils.io import images_in, read_image, remove_stale_temps, save_image
 from deffiller.utils.seeds import seeded_rng
 
 
 def read_masks(folder) -> list[tuple[str, str, np.ndarray]]:
     """(name, class, bool mask) for each mask of a folder, sorted by name; clear errors for bad names or an empty folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DefFillerError(f"{folder}: mask folder not found")
-    paths = list_images(folder)
-    if not paths:
-        raise DefFillerError(f"{folder}: no mask images (.png, .bmp, ...) in it; expected files like In_1.png, Pa_1.png, Sc_1.png")
+    paths = images_in(folder, "mask", "(.png, .bmp, ...; names like In_1.png, Pa_1.png, Sc_1.png)")
     return [(p.stem, class_of(p.stem), binarize(read_image(p, "L"))) for p in paths]
 
 

@@ -2,7 +2,9 @@
 where the file comes from: torch hub's cache through torchvision's weights API, or a local path)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Callable
 
 from torch import nn
 
@@ -19,3 +21,15 @@ def load_torchvision_backbone(parts: dict[str, nn.Module], path: str | Path, arc
         raise DefFillerError(f"backbone weights file {path} does not exist; pass the torchvision ImageNet state dict "
                              f"of {arch} (the file torchvision.models.{arch}(weights=...) downloads)")
     copy_parts(parts, torchvision_model(arch, path), ignored, path)
+
+
+def rename_state_dict(official: dict, renames: list[tuple[str, str]],
+                      adapt: Callable[[str, object], object] = lambda key, value: value) -> dict:
+    """An official checkpoint's state dict under this package's names: each (pattern, replacement) of `renames` applied
+    in order to every key; `adapt(new_key, value)` rearranges a value where the layouts differ."""
+    converted = {}
+    for key, value in official.items():
+        for pattern, repl in renames:
+            key = re.sub(pattern, repl, key)
+        converted[key] = adapt(key, value)
+    return converted

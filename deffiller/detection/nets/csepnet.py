@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from deffiller.detection.losses import bce_loss, iou_loss, ssim_loss
-from deffiller.detection.nets._backbone import load_torchvision_backbone
+from deffiller.detection.nets._backbone import load_torchvision_backbone, rename_state_dict
 from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, register_detector
 
 STAGE_ENDS = (6, 13, 23, 33, 43)  # vgg16_bn.features[:43] cut after each conv block (the last max-pool is dropped)
@@ -140,6 +140,13 @@ def consistency_enhanced_loss(logits: torch.Tensor, target: torch.Tensor, eps: f
 
 
 _SCALE = {"1": 0, "2": 1, "4": 2, "8": 3, "16": 4}  # the official names carry the stage stride
+def _swap_csweight_inputs(key: str, value):
+    """CSWeight's official conv concatenates (coarse, fine); ours (fine, coarse)."""
+    if re.fullmatch(r"csfi\.\d\.fuse\.weight\.0\.0\.weight", key):
+        return torch.cat(value.chunk(2, dim=1)[::-1], dim=1)
+    return value
+
+
 _OFFICIAL_RENAMES = [  # (pattern, replacement) applied in order to every official name
     (r"\.conv\.", ".0."), (r"\.bn\.", ".1."),  # conv-BN-ReLU blocks
     (r"^encoder(\d+)\.(\d+)", lambda m: f"encoder.{((0,) + STAGE_ENDS)[_SCALE[m[1]]] + int(m[2])}"),
@@ -217,14 +224,7 @@ class CSEPNet(Detector):
     @staticmethod
     def convert_state_dict(official: dict) -> dict:
         """Official `CSEPNet_VGG16` checkpoint names -> this module's (for the released trained parameters)."""
-        converted = {}
-        for key, value in official.items():
-            for pattern, repl in _OFFICIAL_RENAMES:
-                key = re.sub(pattern, repl, key)
-            if re.fullmatch(r"csfi\.\d\.fuse\.weight\.0\.0\.weight", key):  # CSWeight concatenates (coarse, fine)
-                value = torch.cat(value.chunk(2, dim=1)[::-1], dim=1)
-            converted[key] = value
-        return converted
+        return rename_state_dict(official, _OFFICIAL_RENAMES, _swap_csweight_inputs)
 
     def loss(self, outputs, target):
         return sum(bce_loss(o, target) + iou_loss(o, target) + ssim_loss(o, target)

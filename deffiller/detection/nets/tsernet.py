@@ -11,15 +11,13 @@ checkpoint was at hand to compare outputs).
 """
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, resnet34
 
 from deffiller.detection.losses import bce_loss, iou_loss, ssim_loss
-from deffiller.detection.nets._backbone import load_torchvision_backbone
+from deffiller.detection.nets._backbone import load_torchvision_backbone, rename_state_dict
 from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, register_detector
 
 ENCODER_CHANNELS = (64, 128, 256, 512, 512, 512)  # stages 1-6 at strides 1, 2, 4, 8, 16, 32
@@ -228,12 +226,7 @@ class TSERNet(Detector):
     @staticmethod
     def convert_state_dict(official: dict) -> dict:
         """Official `TSERNet` checkpoint names -> this module's (for the released trained model)."""
-        converted = {}
-        for key, value in official.items():
-            for pattern, repl in _OFFICIAL_RENAMES:
-                key = re.sub(pattern, repl, key)
-            converted[key] = value
-        return converted
+        return rename_state_dict(official, _OFFICIAL_RENAMES)
 
     def loss(self, outputs, target):
         edge_target = mask_edges(target)
