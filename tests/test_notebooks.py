@@ -117,6 +117,6 @@ def test_overrides_reach_the_notebooks_and_their_own_folders(tmp_path, monkeypat
     assert runner.main(["--profile", "tiny", "--notebooks", str(notebooks), "--set", "sample.guidance=5"]) == 0
     changed = [p for p in (tmp_path / "figures").iterdir() if p.name.startswith("tiny-set-")]
     assert len(changed) == 1 and not (tmp_path / "figures" / "tiny").exists()
-    assert (changed[0] / "t.csv").read_text().splitlines()[1] == "5.0"
+    assert float((changed[0] / "t.csv").read_text().splitlines()[1]) == 5
     provenance = json.loads((changed[0] / "provenance_01.json").read_text())
     assert provenance["overrides"] == {"sample.guidance": 5}

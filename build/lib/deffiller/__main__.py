@@ -1,0 +1,5 @@
+import sys
+
+from deffiller.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Baselines of the paper: AdaBLDM and DFMGAN, re-implemented."""

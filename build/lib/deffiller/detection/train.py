@@ -1,0 +1,254 @@
+"""Training of any registered detector with its official pipeline (`preprocess`) and settings (`train_defaults`).
+
+One run = one network on one list of pairs, in its own folder: `checkpoint.pt` (atomic, every
+`checkpoint_every` steps and at the end, for `resume`), `model.pt` (final weights), `metrics.jsonl` (loss and
+lr per step), `summary.json` (settings, data, backbone weights and their sha256, `train_seconds`: the wall time of the
+whole training, summed over resumes). The profile's `detect` section caps
+epochs / steps and can shrink the input size for tiny and smoke runs. A run killed at any moment and rerun with
+`resume` ends with the weights of an uninterrupted one: batches and augmentation are seeded per epoch (a resumed epoch
+replays its skipped batches' draws) and dropout per step.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from deffiller.data.layout import Pair, load_pairs
+from deffiller.data.masks import binarize
+from deffiller.data.splits import read_manifest
+from deffiller.detection.predict import normalize, resize
+from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, backbone_arch, create_detector
+from deffiller.errors import DefFillerError
+from deffiller.models.backbones import torchvision_file
+from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
+from deffiller.utils.device import resolve_device
+from deffiller.utils.io import atomic_path, read_image, remove_stale_temps, write_json, write_text
+from deffiller.utils.seeds import derive_seed
+
+
+@dataclass
+class DetectConfig:
+    SECTION: ClassVar[str] = "detect"
+    nets: tuple[str, ...] = ("csepnet", "tsernet", "minet")  # networks of the protocols
+    epochs: int | None = None  # None = the network's official epochs
+    max_steps: int | None = None  # cap on optimiser steps per run (None = no cap)
+    batch_size: int | None = None  # None = the network's official batch size
+    input_size: int | None = None  # None = official sizes; else the network input side (sizes rounded to x32)
+    weight_decay: float | None = None  # None = Table 4 (MINet 5e-4 as in the paper; its official code uses 0)
+    # net -> ImageNet weights of its backbone: a torchvision weights name (IMAGENET1K_V1: torch hub's cache) or a file
+    backbone_weights: dict = field(default_factory=dict)  # absent = from scratch
+    backbone_download: bool = False  # fetch a named file missing from torch hub's cache through torchvision's API
+    checkpoint_every: int = 500  # steps
+    eval_batch_size: int = 8
+    substitution_per_class: int | None = None  # training masks per class substituted, 9:1 side (None = all, the paper)
+    filter_iou: float = 0.6  # generated pairs kept when a real-data detector finds their mask with IoU >= this
+    seeds: dict = field(default_factory=dict)  # net -> runs per row of Tables 5/8 (seeds: profile's +0, +1, ...)
+    short_training: tuple[str, ...] = ()  # nets whose budget here is too short to converge: their rows say so
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+
+def scaled_preprocess(pre: Preprocess, input_size: int | None) -> Preprocess:
+    """The official pipeline with every size scaled so the network input is `input_size` (multiples of 32)."""
+    if input_size is None:
+        return pre
+    factor = input_size / (pre.crop_size or pre.train_size)
+    to32 = lambda s: max(32, int(round(s * factor / 32)) * 32)  # noqa: E731
+    crop = to32(pre.crop_size) if pre.crop_size else None
+    return replace(pre, train_size=to32(pre.train_size), crop_size=crop, test_size=to32(pre.test_size))
+
+
+class SaliencyPairs(Dataset):
+    """Image/mask pairs through a network's training pipeline: resize, random crop, flips, rotation, jitter."""
+
+    def __init__(self, pairs: list[Pair], pre: Preprocess):
+        self.pairs, self.pre = pairs, pre
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        pair, pre = self.pairs[i], self.pre
+        gray = read_image(pair.image, "L")
+        mask = binarize(read_image(pair.mask, "L"))
+        image = torch.from_numpy(resize(gray.astype(np.float64) / 255.0, pre.train_size).astype(np.float32))[None]
+        target = torch.from_numpy(resize(mask.astype(np.float64), pre.train_size, order=0).astype(np.float32))[None]
+        if pre.crop_size and pre.crop_size < pre.train_size:
+            top, left = (random.randrange(pre.train_size - pre.crop_size) for _ in range(2))
+            image, target = (t[:, top:top + pre.crop_size, left:left + pre.crop_size] for t in (image, target))
+        if pre.hflip and random.random() < 0.5:
+            image, target = image.flip(-1), target.flip(-1)
+        if pre.rotation:
+            angle = random.uniform(-pre.rotation, pre.rotation)
+            image = TF.rotate(image, angle, TF.InterpolationMode.BILINEAR)
+            target = TF.rotate(target, angle, TF.InterpolationMode.NEAREST)
+        if pre.color_jitter:  # brightness and contrast (saturation and hue do nothing to gray images)
+            image = TF.adjust_brightness(image, random.uniform(1 - pre.color_jitter, 1 + pre.color_jitter))
+            image = TF.adjust_contrast(image, random.uniform(1 - pre.color_jitter, 1 + pre.color_jitter))
+        return normalize(image[0].numpy(), pre), target
+
+
+def pairs_from(source, split: str | None = "train", per_class: int | None = None) -> list[Pair]:
+    """Pairs of a manifest CSV (its `split` rows when it has any, else all rows) or of a dataset folder."""
+    source = Path(source)
+    if source.suffix.lower() != ".csv":
+        return load_pairs(source, per_class=per_class)
+    if not source.is_file():
+        raise DefFillerError(f"{source}: manifest not found; write one with `deffiller data split`")
+    with open(source, newline="", encoding="utf-8") as fh:
+        splits = {row.get("split") for row in csv.DictReader(fh)}
+    return read_manifest(source, split if split in splits else None)
+
+
+def make_optimizer(model: Detector, defaults: TrainDefaults, weight_decay: float) -> torch.optim.Optimizer:
+    decay, exempt = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (exempt if param.ndim <= 1 and not defaults.decay_bias_and_norm else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    if defaults.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=defaults.lr, momentum=defaults.momentum)
+    if defaults.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=defaults.lr, betas=defaults.betas)
+    raise DefFillerError(f"unknown optimizer {defaults.optimizer!r} in the network's train_defaults; use sgd or adam")
+
+
+def lr_at(defaults: TrainDefaults, epoch: int, epochs: int) -> float:
+    if defaults.schedule == "poly":
+        return defaults.lr * (1 - epoch / epochs) ** 0.9
+    return defaults.lr
+
+
+def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: int = 0,
+                   backbone_weights: str | None = None, resume: bool = False) -> Path:
+    """Train `net` on `pairs` into folder `out`; returns the path of the final weights (`model.pt`)."""
+    out = Path(out)
+    if not pairs:
+        raise DefFillerError(f"{net}: no training pairs")
+    checkpoint_path = out / "checkpoint.pt"
+    weights = out / "model.pt"
+    if not resume and (weights.exists() or checkpoint_path.exists()):
+        raise DefFillerError(f"{out}: a run is already there; pass --resume to continue it or choose another --out")
+    if resume and weights.exists() and not checkpoint_path.exists():
+        return weights  # finished
+    backbone = backbone_file(net, backbone_weights or cfg.backbone_weights.get(net), cfg.backbone_download)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+    model = create_detector(net, backbone_weights=backbone and str(backbone.path)).to(device)
+    defaults, pre = model.train_defaults, scaled_preprocess(model.preprocess, cfg.input_size)
+    batch_size = cfg.batch_size or defaults.batch_size
+    weight_decay = defaults.weight_decay if cfg.weight_decay is None else cfg.weight_decay
+    epochs = cfg.epochs or defaults.epochs
+    steps_per_epoch = math.ceil(len(pairs) / batch_size)
+    total = epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, epochs * steps_per_epoch)
+    optimizer = make_optimizer(model, defaults, weight_decay)
+
+    step, seconds_before = 0, 0.0
+    if resume and checkpoint_path.exists():
+        try:
+            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        except Exception as exc:  # torch raises several types for truncated or foreign files
+            raise DefFillerError(f"{checkpoint_path}: checkpoint is truncated or corrupt ({exc}); delete it and rerun "
+                                 f"to start over") from exc
+        if state["net"] != net:
+            raise DefFillerError(f"{checkpoint_path}: checkpoint of {state['net']!r}, not {net!r}")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise DefFillerError(f"{checkpoint_path}: written by another configuration ({str(exc).splitlines()[0]}); "
+                                 f"resume with the settings the run was started with, or choose another --out") from exc
+        step, seconds_before = state["step"], state.get(SUMMARY_KEY)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by a run killed inside a write
+    log_path = out / "metrics.jsonl"
+    _truncate_log(log_path, step)
+
+    loader_seed = torch.Generator()
+    dataset = SaliencyPairs(pairs, pre)
+    model.train()
+    clock = TrainingClock(seconds_before)
+    with tqdm(total=total, initial=step, desc=f"train {net}", unit="step") as bar, open(log_path, "a") as log:
+        while step < total:
+            epoch, skip = divmod(step, steps_per_epoch)
+            random.seed(derive_seed(seed, epoch))
+            loader_seed.manual_seed(derive_seed(seed, epoch))
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=loader_seed,
+                                num_workers=cfg.num_workers)
+            lr = lr_at(defaults, epoch, epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for i, (images, targets) in enumerate(loader):
+                if i < skip:  # resume mid-epoch: same order, batches already done are skipped
+                    continue
+                torch.manual_seed(derive_seed(seed, step))  # dropout: the same draws whether resumed or not
+                loss = model.loss(model(images.to(device)), targets.to(device))
+                if not torch.isfinite(loss):
+                    raise DefFillerError(f"{net}: loss became {loss.item()} at step {step}; lower the learning rate")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss.item(), "lr": lr}) + "\n")
+                log.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if step % cfg.checkpoint_every == 0 and step < total:  # at the end model.pt is written instead
+                    _save_checkpoint(checkpoint_path, net, model, optimizer, step, clock.seconds())
+                if step >= total:
+                    break
+    with atomic_path(weights) as tmp:
+        torch.save({"net": net, "model": model.state_dict(), "preprocess": asdict(pre)}, tmp)
+    write_json(out / "summary.json", {
+        "net": net, "steps": step, "epochs_planned": epochs, "steps_per_epoch": steps_per_epoch,
+        "train_pairs": len(pairs), "batch_size": batch_size, "optimizer": defaults.optimizer, "lr": defaults.lr,
+        "weight_decay": weight_decay, "schedule": defaults.schedule, "preprocess": asdict(pre),
+        "backbone": backbone.describe() if backbone else "none: trained from scratch (no ImageNet weights given)",
+        "backbone_sha256": backbone.sha256 if backbone else None,
+        "parameters": sum(p.numel() for p in model.parameters()), "device": str(device), "seed": seed,
+        SUMMARY_KEY: clock.seconds(),
+    })
+    checkpoint_path.unlink(missing_ok=True)  # the optimiser state is large (3x the weights for Adam)
+    return weights
+
+
+def backbone_file(net: str, value: str | None, download: bool = False):
+    """The `BackboneFile` that `value` (a torchvision weights name or a path; None = from scratch) names for `net`."""
+    if value is None:
+        return None
+    arch = backbone_arch(net)
+    if arch is None:
+        raise DefFillerError(f"{net} has no pretrained backbone; remove its entry from detect.backbone_weights")
+    return torchvision_file(arch, str(value), download)
+
+
+def _save_checkpoint(path: Path, net: str, model, optimizer, step: int, seconds: float | None) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"net": net, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    SUMMARY_KEY: seconds}, tmp)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only the log lines up to `step` (a crashed run may have logged steps after its last checkpoint)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and _step_of(line) <= step]
+    write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a line cut off by a crash

@@ -1,0 +1,1 @@
+"""Evaluation: generation quality (`fid`: FID, KID, precision/recall with the offline Inception weights)."""

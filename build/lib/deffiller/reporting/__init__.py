@@ -1,0 +1,1 @@
+"""Tables, figures, provenance, the notebook runner and the report."""

@@ -1,0 +1,1 @@
+"""Training: the generic accelerate loop (`loop`) and the DefFiller training task."""

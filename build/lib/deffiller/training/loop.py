@@ -1,0 +1,383 @@
+"""One training loop for every diffusion model of the project, on accelerate.
+
+A model plugs in as a `DiffusionTask`: an `nn.Module` holding all its networks (frozen ones included)
+whose `forward(batch, generator)` returns the scalar loss of one batch, and whose
+`trainable_groups()` names the parameters to optimise. The loop owns everything else: devices and
+multi-GPU (accelerate), mixed precision, AdamW with linear warmup then a constant rate, tqdm, a metrics
+JSONL, atomic periodic checkpoints (model + optimizer + scheduler + RNG), exact resume, NaN detection and
+a run summary.
+
+    class MyTask(DiffusionTask):
+        def __init__(self):
+            super().__init__()
+            self.unet, self.vae = ..., ...          # freeze what must not train: p.requires_grad_(False)
+        def trainable_groups(self):
+            return {"unet": list(self.unet.parameters())}
+        def forward(self, batch, generator):
+            noise = torch.randn(shape, generator=generator, device=generator.device)
+            ...
+            return F.mse_loss(pred, noise)
+
+    summary = train(MyTask(), dataset, LoopConfig(max_steps=1000, batch_size=8, lr=1e-4), "runs/x", resume=True)
+
+Rules that make a resumed run reach the same weights as an uninterrupted one:
+- all randomness of a step (noise, timesteps, condition dropout, augmentation) is drawn from `generator`,
+  which is seeded from (seed, step, process), never from the global RNG;
+- the batch of a step is a pure function of (seed, step): epochs are seeded permutations of the dataset
+  and a resumed run starts the stream at its step, so the dataset itself must be deterministic (do
+  random augmentation in `forward`, not in `__getitem__`).
+
+Checkpoints hold only the trainable parameters (frozen weights come from wherever the task built them)
+and are written as `<out>/checkpoints/step-<n>` via a temporary folder renamed on completion; the last
+`keep_checkpoints` are kept. `<out>/metrics.jsonl` gets one line per logged step; `<out>/run_summary.json`
+records config, seed, versions, parameter counts per group, the final status and `train_seconds` (the wall time of
+the whole training, summed over resumes: see `deffiller.utils.clock`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import send_to_device, set_seed
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import get_constant_schedule_with_warmup
+
+from deffiller.errors import DefFillerError
+from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
+from deffiller.utils.io import remove_stale_temps, replace_folder, write_json, write_text
+from deffiller.utils.provenance import provenance
+from deffiller.utils.seeds import seeded_generator
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+SUMMARY = "run_summary.json"
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+@dataclass
+class LoopConfig:
+    """Optimisation settings shared by every diffusion model; a model's config section may subclass it."""
+
+    max_steps: int = 30_000
+    batch_size: int = 2  # per process
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 10_000  # linear from 0 (first step) to lr, then constant (transformers' schedule)
+    grad_clip: float | None = None  # max grad norm; None = no clipping
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    checkpoint_every: int = 5_000
+    keep_checkpoints: int = 1
+    log_every: int = 1
+    num_workers: int = 0  # -1 = sized to the machine (see `loader_workers`)
+    device: str = "auto"  # auto (accelerate's choice) | cpu
+
+
+class DiffusionTask(torch.nn.Module):
+    """A trainable diffusion model as seen by `train`: subclass it, see the module docstring."""
+
+    def trainable_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Named groups of the parameters to optimise; every other parameter must have requires_grad=False."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TrainingDiverged(DefFillerError):
+    """The loss became NaN or infinite; the run stopped without touching its last checkpoint."""
+
+
+def step_generator(seed: int, step: int, process: int, device) -> torch.Generator:
+    """The generator of one step on one process: independent of every other step and of the global RNG."""
+    return seeded_generator(seed, step, process, device=device)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Index batches of this process for steps start, start+1, ...: seeded epochs over the dataset, cut into
+    global batches of batch_size * processes (a batch may straddle two epochs), each process taking its slice."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int, process: int = 0, processes: int = 1):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start_step, self.process, self.processes = start_step, process, processes
+
+    def _epoch(self, epoch: int) -> list[int]:
+        return torch.randperm(self.size, generator=seeded_generator(self.seed, epoch)).tolist()
+
+    def __iter__(self):
+        global_batch = self.batch_size * self.processes
+        position = self.start_step * global_batch
+        epoch, offset = divmod(position, self.size)
+        order = self._epoch(epoch)
+        while True:
+            batch = []
+            while len(batch) < global_batch:
+                if offset == self.size:
+                    epoch, offset = epoch + 1, 0
+                    order = self._epoch(epoch)
+                take = min(global_batch - len(batch), self.size - offset)
+                batch += order[offset : offset + take]
+                offset += take
+            yield batch[self.process * self.batch_size : (self.process + 1) * self.batch_size]
+
+
+def loader_workers(requested: int) -> int:
+    """`requested` data loader workers, or for -1 one per spare core (one core stays with the training process),
+    at most 8: the items are two small image files each, so more workers only add start-up time."""
+    if requested >= 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(8, max(0, cores - 1))
+
+
+def parameter_counts(task: DiffusionTask) -> dict:
+    """Trainable parameters per task group, frozen parameters per top-level submodule."""
+    groups = task.trainable_groups()
+    trainable_ids = {id(p) for params in groups.values() for p in params}
+    frozen: dict[str, int] = {}
+    for name, p in task.named_parameters():
+        if id(p) not in trainable_ids:
+            top = name.split(".")[0]
+            frozen[top] = frozen.get(top, 0) + p.numel()
+    trainable = {g: sum(p.numel() for p in params) for g, params in groups.items()}
+    return {"trainable": trainable, "frozen": frozen, "trainable_total": sum(trainable.values()),
+            "frozen_total": sum(frozen.values())}
+
+
+def check_trainable(task: DiffusionTask) -> list[torch.nn.Parameter]:
+    """The trainable parameters, after checking they are exactly the ones with requires_grad (no overlap, no strays)."""
+    params, seen = [], set()
+    for group, members in task.trainable_groups().items():
+        for p in members:
+            if id(p) in seen:
+                raise ValueError(f"a parameter appears twice in trainable_groups (group {group!r})")
+            seen.add(id(p))
+            params.append(p)
+    wrong = [n for n, p in task.named_parameters() if p.requires_grad != (id(p) in seen)]
+    if wrong:
+        raise ValueError(f"requires_grad disagrees with trainable_groups() for {wrong[:8]} ({len(wrong)} in all)")
+    return params
+
+
+def checkpoint_dirs(out_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    found = [p for p in (out_dir / CHECKPOINTS).glob("step-*") if re.fullmatch(r"step-\d+", p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _trainable_state(task: DiffusionTask) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in task.named_parameters() if p.requires_grad}
+
+
+def _register_trainable_only_checkpoints(accelerator: Accelerator, task: DiffusionTask) -> None:
+    """Checkpoints store the trainable parameters only, and loading them is strict about their names."""
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            save_file(_trainable_state(accelerator.unwrap_model(models[0])), str(Path(output_dir) / TRAINABLE_FILE))
+        weights.clear()
+
+    def load_hook(models, input_dir):
+        model = accelerator.unwrap_model(models.pop(0))
+        state = load_file(str(Path(input_dir) / TRAINABLE_FILE))
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if set(state) != set(params):
+            _foreign(input_dir, f"missing {sorted(set(params) - set(state))[:5]}, extra {sorted(set(state) - set(params))[:5]}")
+        shapes = [f"{n} {tuple(state[n].shape)} here {tuple(p.shape)}" for n, p in params.items() if state[n].shape != p.shape]
+        if shapes:
+            _foreign(input_dir, f"{len(shapes)} shapes differ, e.g. {shapes[0]}")
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def _foreign(checkpoint, difference: str):
+    raise DefFillerError(f"{checkpoint}: this checkpoint was written by another configuration ({difference}); resume "
+                         f"with the profile and settings the run was started with, or choose another output folder")
+
+
+def _damaged_file(checkpoint: Path) -> Path | None:
+    """The first file of a checkpoint folder that is truncated or corrupt (torch.save files are zip archives)."""
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".safetensors" and path.stat().st_size != _safetensors_size(path):
+                return path
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".bin", ".pkl", ".pt") and zipfile.ZipFile(path).testzip() is not None:
+                return path
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return path
+    return None
+
+
+def _safetensors_size(path: Path) -> int:
+    with open(path, "rb") as f:
+        header = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(header))
+    return 8 + header + max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"), default=0)
+
+
+def _load_checkpoint(accelerator: Accelerator, checkpoints: list[Path]) -> tuple[int, float | None]:
+    """Load the newest checkpoint: (its step, the training seconds before it, None if it predates their record).
+    A damaged one is an error naming its file (never silently skipped: the user decides whether to fall back to an
+    older checkpoint by deleting it)."""
+    newest = checkpoints[-1]
+    fallback = (f"delete {newest} to resume from {checkpoints[-2].name}" if len(checkpoints) > 1 else
+                f"delete {newest} and rerun with --resume to start over (it was the only checkpoint)")
+    damaged = _damaged_file(newest)
+    if damaged is not None:
+        raise DefFillerError(f"{damaged}: checkpoint file is truncated or corrupt (was it copied or modified after the "
+                             f"run? checkpoints are written atomically); {fallback}")
+    try:
+        accelerator.load_state(str(newest))
+        state = json.loads((newest / "loop_state.json").read_text())
+        return int(state["step"]), state.get(SUMMARY_KEY)
+    except DefFillerError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DefFillerError(f"{newest}: cannot resume from this checkpoint ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); it was written by another configuration "
+                             f"or is damaged: resume with the run's original settings, or {fallback}") from exc
+
+
+def _truncate_metrics(path: Path, last_step: int) -> float | None:
+    """Drop log lines past the resumed checkpoint (written by the interrupted run after its last checkpoint);
+    returns the last kept loss."""
+    if not path.is_file():
+        return None
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            kept.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the torn last line of a killed run (or a blank one)
+    kept = [record for record in kept if isinstance(record, dict) and record.get("step", last_step + 1) <= last_step]
+    write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
+    return kept[-1]["loss"] if kept else None
+
+
+def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int = 0, resume: bool = False,
+          collate_fn=None, progress: bool = True, run_info: dict | None = None) -> dict:
+    """Train `task` on `dataset` for `config.max_steps` steps into `out_dir`; returns the run summary.
+
+    With `resume`, continues from the newest complete checkpoint in `out_dir` (or starts afresh if there is
+    none); without it, an `out_dir` that already holds checkpoints is an error. `run_info` (profile, init,
+    data description, ...) is copied into the summary. Raises `TrainingDiverged` on a NaN/inf loss.
+    """
+    out_dir = Path(out_dir)
+    if len(dataset) == 0:
+        raise DefFillerError("the training set is empty")
+    existing = checkpoint_dirs(out_dir)
+    if existing and not resume:
+        raise DefFillerError(f"{out_dir} already holds checkpoints ({existing[-1].name}); pass --resume to continue "
+                             f"that run or choose another output folder")
+    if config.mixed_precision not in ("no", "fp16", "bf16"):
+        raise DefFillerError(f"mixed_precision must be no, fp16 or bf16, got {config.mixed_precision!r}")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu")
+    set_seed(seed)
+    params = check_trainable(task)
+    counts = parameter_counts(task)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.adam_betas), weight_decay=config.weight_decay)
+    scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
+    _register_trainable_only_checkpoints(accelerator, task)
+    task, optimizer, scheduler = accelerator.prepare(task, optimizer, scheduler)
+
+    start, last_loss, seconds_before = 0, None, 0.0
+    if existing:
+        start, seconds_before = _load_checkpoint(accelerator, existing)
+    if accelerator.is_main_process:
+        shutil.rmtree(out_dir / CHECKPOINTS / ".partial", ignore_errors=True)
+        remove_stale_temps(out_dir)
+        last_loss = _truncate_metrics(out_dir / METRICS, start)
+    summary = {"status": "running", "step": start, "max_steps": config.max_steps, "seed": seed,
+               "config": dataclasses.asdict(config), "parameters": counts, **provenance(),
+               "processes": accelerator.num_processes, "device": str(accelerator.device),
+               "resumed_from": start or None, **(run_info or {})}
+
+    batches = StepBatches(len(dataset), config.batch_size, seed, start, accelerator.process_index,
+                          accelerator.num_processes)
+    workers = loader_workers(config.num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn,
+                                         pin_memory=accelerator.device.type == "cuda", prefetch_factor=4 if workers else None)
+    bar = tqdm(total=config.max_steps, initial=start, desc="train", disable=not (progress and accelerator.is_main_process))
+    task.train()
+    loader_iter, step, tic = iter(loader), start, time.perf_counter()
+    clock = TrainingClock(seconds_before)
+    while step < config.max_steps:
+        batch = send_to_device(next(loader_iter), accelerator.device)
+        generator = step_generator(seed, step, accelerator.process_index, accelerator.device)
+        loss = task(batch, generator)
+        if not torch.isfinite(loss.detach()).all():
+            summary.update(status="diverged", step=step)
+            if accelerator.is_main_process:
+                write_json(out_dir / SUMMARY, summary)
+            bar.close()
+            raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; stopped. The last checkpoint "
+                                   f"({checkpoint_dirs(out_dir)[-1].name if checkpoint_dirs(out_dir) else 'none'}) is "
+                                   f"intact: lower the learning rate or use mixed_precision=no and resume")
+        accelerator.backward(loss)
+        if config.grad_clip is not None:
+            accelerator.clip_grad_norm_(params, config.grad_clip)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        last_loss = accelerator.gather(loss.detach()[None]).mean().item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_loss:.4f}")
+        if accelerator.is_main_process and (step % config.log_every == 0 or step == config.max_steps):
+            elapsed, tic = time.perf_counter() - tic, time.perf_counter()
+            _append_metrics(out_dir / METRICS, {"step": step, "loss": last_loss, "lr": lr,
+                                                 "seconds": elapsed})
+        if step % config.checkpoint_every == 0 or step == config.max_steps:
+            _save_checkpoint(accelerator, out_dir, step, config.keep_checkpoints, clock.seconds())
+    bar.close()
+    summary.update(status="done", step=step, final_loss=last_loss, **{SUMMARY_KEY: clock.seconds()})
+    if accelerator.is_main_process:
+        write_json(out_dir / SUMMARY, summary)
+    accelerator.wait_for_everyone()
+    if accelerator.device.type == "cuda":
+        accelerator.free_memory()  # drops accelerate's references to the model and optimizer state (a full gc: slow)
+    return summary
+
+
+def _append_metrics(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: int, seconds: float | None) -> None:
+    """accelerate save_state into `.partial`, then rename to `step-<n>`; older ones beyond `keep` are removed."""
+    partial = out_dir / CHECKPOINTS / ".partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / "loop_state.json").write_text(json.dumps({"step": step, SUMMARY_KEY: seconds}))
+        replace_folder(partial, out_dir / CHECKPOINTS / f"step-{step}")
+        for old in checkpoint_dirs(out_dir)[: -max(keep, 1)]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+__all__ = ["DiffusionTask", "LoopConfig", "StepBatches", "TrainingDiverged", "checkpoint_dirs", "parameter_counts",
+           "step_generator", "train"]
