@@ -13,6 +13,11 @@ from deffiller.utils.io import atomic_path, sha256_file, write_json, write_text
 from deffiller.utils.provenance import git_commit, provenance
 
 
+def markdown_table(frame: pd.DataFrame, floatfmt: str = "g") -> str:
+    """Empty cells (no value: one seed's std, an empty note, a '-' of the paper) stay empty, not 'nan'."""
+    return frame.astype(object).where(frame.notna(), "").to_markdown(index=False, floatfmt=floatfmt)
+
+
 @dataclass
 class Outputs:
     """Collects what one notebook writes; `finish()` writes its provenance JSON."""
@@ -41,7 +46,7 @@ class Outputs:
         with atomic_path(self.folder / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
         lines = [f"**{caption}**" if caption else "", f"> {self.banner}" if self.banner else "",
-                 frame.to_markdown(index=False, floatfmt=floatfmt),
+                 markdown_table(frame, floatfmt),
                  f"\n_profile `{self.profile.name}`, notebook `{self.notebook}`, commit `{git_commit()[:12]}`_"]
         write_text(self.folder / f"{name}.md", "\n\n".join(x for x in lines if x) + "\n")
         self.written += [f"{name}.csv", f"{name}.md"]

@@ -15,6 +15,7 @@ from deffiller.config import Profile
 from deffiller.errors import DefFillerError
 from deffiller.reporting.claims import RunTables, claims_markdown, read_table
 from deffiller.pipelines.deffiller import SampleConfig, guidance_form
+from deffiller.reporting.outputs import markdown_table
 from deffiller.reporting.paper import paper_caption, paper_table
 from deffiller.utils.io import write_text
 
@@ -58,19 +59,14 @@ IMPLEMENTATION_NOTES = [
 ]
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
-    """Empty cells (no value: one seed's std, an empty note, a '-' of the paper) stay empty, not 'nan'."""
-    return frame.astype(object).where(frame.notna(), "").to_markdown(index=False, floatfmt="g")
-
-
 def table_section(folder: Path, name: str) -> str:
     parts = [f"### {name.replace('table', 'Table ')}: {paper_caption(name)}"]
     ours = folder / f"{name}.csv"
     if ours.is_file():
-        parts += ["**This run**", _markdown_table(read_table(ours))]
+        parts += ["**This run**", markdown_table(read_table(ours))]
     else:
         parts.append("_Not produced by this run (its notebook has not run or failed; see the run summary)._")
-    parts += ["**Paper**", _markdown_table(paper_table(name))]
+    parts += ["**Paper**", markdown_table(paper_table(name))]
     return "\n\n".join(parts)
 
 
@@ -86,7 +82,7 @@ def seeds_section(folder: Path) -> str:
     return "\n\n".join([
         "The main DefFiller model sampled from the eval masks under two seeds; a difference between two rows of an "
         "FID table smaller than twice this spread is not separable from sampling noise.",
-        _markdown_table(pd.concat([frame.astype(object), spread_row], ignore_index=True))])
+        markdown_table(pd.concat([frame.astype(object), spread_row], ignore_index=True))])
 
 
 def leak_free_section(folder: Path, name: str) -> str:
@@ -100,7 +96,7 @@ def leak_free_section(folder: Path, name: str) -> str:
              "beside the table above, it shows whether the gains survive when no generator saw a test defect."]
     ours = folder / f"{table}.csv"
     if ours.is_file():
-        parts += ["**This run**", _markdown_table(read_table(ours))]
+        parts += ["**This run**", markdown_table(read_table(ours))]
     else:
         parts.append(f"_Not run: `{key}` is off in this profile, or notebook {notebook} has not run (or failed; see "
                      "the run summary)._")
@@ -123,7 +119,7 @@ def provenance_section(folder: Path) -> str:
                      "synthetic": record["data"].get("synthetic", ""), "seed": record["seed"],
                      "commit": record["git_commit"][:12], "wall time s": record["wall_time_s"],
                      "weights": "; ".join(f"{k}: {v}" for k, v in record.get("weights", {}).items())})
-    return _markdown_table(pd.DataFrame(rows)) if rows else "_No provenance recorded yet._"
+    return markdown_table(pd.DataFrame(rows)) if rows else "_No provenance recorded yet._"
 
 
 def profile_note(profile: Profile) -> str:
