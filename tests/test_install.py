@@ -1,6 +1,7 @@
 """The package installed from a wheel, not the checkout: profiles ship inside it, and the CLI works from any folder."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,8 +16,11 @@ from deffiller.config import REPO_ROOT
 def installed(tmp_path_factory):
     """deffiller installed (no dependencies: they are this environment's) from a wheel built from the checkout."""
     root = tmp_path_factory.mktemp("install")
+    source = root / "source"  # a copy: building writes build/ and *.egg-info/ beside the sources
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "data", "outputs", "figures", "weights", ".hypothesis"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
-                    str(root / "dist"), str(REPO_ROOT)], check=True)
+                    str(root / "dist"), str(source)], check=True)
     wheel = next((root / "dist").glob("deffiller-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {"deffiller/configs/tiny.yaml", "deffiller/configs/smoke.yaml", "deffiller/configs/paper.yaml",

@@ -1,5 +1,0 @@
-import sys
-
-from deffiller.cli import main
-
-sys.exit(main())

@@ -1,1 +1,0 @@
-"""Baselines of the paper: AdaBLDM and DFMGAN, re-implemented."""

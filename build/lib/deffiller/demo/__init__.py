@@ -1,1 +1,0 @@
-"""The interactive demo page: `deffiller demo --model RUN` (logic in `session`, the Gradio page in `app`)."""

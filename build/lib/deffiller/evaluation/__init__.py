@@ -1,1 +1,0 @@
-"""Evaluation: generation quality (`fid`: FID, KID, precision/recall with the offline Inception weights)."""

@@ -1,1 +1,0 @@
-"""One module per notebook concern: each function runs a step of the paper and writes its tables and figures."""

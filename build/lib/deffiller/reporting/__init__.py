@@ -1,1 +1,0 @@
-"""Tables, figures, provenance, the notebook runner and the report."""

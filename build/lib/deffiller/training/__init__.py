@@ -1,1 +1,0 @@
-"""Training: the generic accelerate loop (`loop`) and the DefFiller training task."""
