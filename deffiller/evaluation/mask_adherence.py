@@ -40,16 +40,23 @@ class JudgeConfig:
         return REPO_ROOT / self.weights
 
 
-def load_judge(cfg: JudgeConfig):
-    """The judge network, or None when its weights are absent and `if_missing` is skip."""
+def judge_skipped(cfg: JudgeConfig) -> bool:
+    """True when the judge's weights are absent and `if_missing` is skip; an error when they are absent otherwise."""
     if cfg.if_missing not in IF_MISSING:
         raise DefFillerError(f"experiments.judge.if_missing: {cfg.if_missing!r}; choose one of {IF_MISSING}")
-    if not cfg.path.is_file():
-        if cfg.if_missing == "skip":
-            return None
-        raise DefFillerError(f"{cfg.path}: the {cfg.net} weights of the mask-adherence judge are not there; put the "
-                             "official checkpoint there, point experiments.judge.weights at another copy, or set "
-                             "experiments.judge.if_missing: skip (the `mask S` column is then left empty)")
+    if cfg.path.is_file():
+        return False
+    if cfg.if_missing == "skip":
+        return True
+    raise DefFillerError(f"{cfg.path}: the {cfg.net} weights of the mask-adherence judge are not there; put the "
+                         "official checkpoint there, point experiments.judge.weights at another copy, or set "
+                         "experiments.judge.if_missing: skip (the `mask S` column is then left empty)")
+
+
+def load_judge(cfg: JudgeConfig):
+    """The judge network, or None when its weights are absent and `if_missing` is skip."""
+    if judge_skipped(cfg):
+        return None
     judge = load_detector(cfg.net, cfg.path, resolve_device(cfg.device))
     if cfg.input_size is not None:
         judge.preprocess = dataclasses.replace(judge.preprocess, test_size=cfg.input_size)
@@ -68,20 +75,20 @@ def judge_note(cfg: JudgeConfig) -> str:
 
 
 def mask_adherence(folder, cfg: JudgeConfig, cache_dir=None) -> float:
-    """The judge's S-measure on the image/mask pairs of a dataset-layout folder (NaN when the judge is skipped)."""
-    judge = load_judge(cfg)
-    if judge is None:
+    """The judge's S-measure on the image/mask pairs of a dataset-layout folder (NaN when the judge is skipped); the
+    judge loads only when the score is not cached."""
+    if judge_skipped(cfg):
         return math.nan
     pairs = load_pairs(folder)
     cached = None
     if cache_dir is not None:
-        digest = hashlib.sha256(json.dumps([cfg.net, sha256_file(cfg.path), judge.preprocess.test_size]).encode())
+        digest = hashlib.sha256(json.dumps([cfg.net, sha256_file(cfg.path), cfg.input_size]).encode())
         for pair in pairs:
             digest.update(f"{pair.name}\0{sha256_file(pair.image)}\0{sha256_file(pair.mask)}\n".encode())
         cached = Path(cache_dir) / f"{digest.hexdigest()[:32]}.json"
         if cached.is_file():
             return json.loads(cached.read_text())["S"]
-    scores = score_model(judge, pairs, cfg.batch_size, resolve_device(cfg.device))
+    scores = score_model(load_judge(cfg), pairs, cfg.batch_size, resolve_device(cfg.device))
     if cached is not None:
         write_json(cached, {"folder": str(folder), **scores})
     return scores["S"]
