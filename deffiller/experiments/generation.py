@@ -122,8 +122,10 @@ def guidance_sweep(profile: Profile, init: str | None = None) -> Outputs:
     size = profile.data.source_size
     train(profile, source, init)  # reuses notebook 04's run
     rows, sets = [], {}
-    for guidance in cfg.guidances:
-        sets[f"w={guidance:g}"] = generate(profile, init, real / MASK_DIRS[0], f"deffiller_{init}_gt_w{guidance:g}", guidance)
+    default = profile.section(SampleConfig).guidance
+    for guidance in cfg.guidances:  # the profile's own scale is notebook 04's set, not made twice
+        name = f"deffiller_{init}_gt" if guidance == default else f"deffiller_{init}_gt_w{guidance:g}"
+        sets[f"w={guidance:g}"] = generate(profile, init, real / MASK_DIRS[0], name, guidance)
         rows.append(fid_row(profile, real, sets[f"w={guidance:g}"], guidance=guidance))
     rows.append(floor_row(profile, source, "guidance", outputs))
     outputs.table("table2", fid_frame(rows, profile.data.classes), f"FID under guidance scales (model: {init} init); "
