@@ -37,6 +37,17 @@ def sd900() -> Path:
 
 
 @pytest.fixture(scope="session")
+def dataset_or_synthetic(tmp_path_factory) -> tuple[Path, bool]:
+    """(dataset folder, synthetic?): the real SD-Saliency-900 where ../shared has it, else a synthetic one of 8 pairs
+    per class (the tiny profile's count), so that end-to-end tests run on a bare clone too."""
+    if (SD900 / "Source Images").is_dir():
+        return SD900, False
+    from deffiller.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth900") / "SD-saliency-900", per_class=8, seed=0), True
+
+
+@pytest.fixture(scope="session")
 def synth_dataset(tmp_path_factory) -> Path:
     """A synthetic dataset: 4 pairs per class at 200x200, seed 0."""
     from deffiller.data.synth import synthesize

@@ -245,3 +245,29 @@ def test_scene_dataset_for_prior_stand_ins():
     for item in items:
         present = {OBJECTS[k - 1] for k in range(1, 4) if item["sem"][k].any()}
         assert present and all(name in item["prompt"] for name in present)  # captions name what the map marks
+
+
+def test_running_an_experiment_never_downloads(tmp_path, monkeypatch):
+    """Without the real data on disk, an experiment uses the synthetic fallback (saying how to get the real data) or,
+    where the profile forbids that, stops with the download command; it never reaches for the network."""
+    import dataclasses
+    import urllib.request
+
+    from deffiller.config import load_profile
+    from deffiller.data.source import resolve_dataset
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("resolve_dataset touched the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.delenv("DEFFILLER_DATASET", raising=False)
+    profile = load_profile("tiny")
+    profile.paths = dataclasses.replace(profile.paths, data_root=str(tmp_path / "data"))
+    profile.data = dataclasses.replace(profile.data, per_class=2)
+    source = resolve_dataset(profile)
+    assert source.synthetic and "deffiller data download" in source.banner
+    assert len(load_pairs(source.root)) == 6
+    profile.data = dataclasses.replace(profile.data, synthetic_fallback=False)
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(DefFillerError, match="deffiller data download"):
+        resolve_dataset(profile)

@@ -49,8 +49,9 @@ def test_committed_without_outputs_and_with_parameters(path):
 
 
 @pytest.fixture
-def isolated_tiny(tmp_path, monkeypatch, sd900):
-    """deffiller/configs/ copied with tiny's outputs and figures redirected into tmp_path, and the real data beside."""
+def isolated_tiny(tmp_path, monkeypatch, dataset_or_synthetic):
+    """deffiller/configs/ copied with tiny's outputs and figures redirected into tmp_path, and the real data beside
+    (a synthetic dataset where ../shared is absent)."""
     configs = tmp_path / "configs"
     shutil.copytree(configs_dir(), configs)
     tiny = yaml.safe_load((configs / "tiny.yaml").read_text())
@@ -58,11 +59,11 @@ def isolated_tiny(tmp_path, monkeypatch, sd900):
                          weights=str(tmp_path / "weights"))
     (configs / "tiny.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
     monkeypatch.setenv("DEFFILLER_CONFIGS", str(configs))
-    monkeypatch.setenv("DEFFILLER_DATASET", str(sd900))
+    monkeypatch.setenv("DEFFILLER_DATASET", str(dataset_or_synthetic[0]))
     return tmp_path
 
 
-def test_whole_chain_under_tiny_then_skips(isolated_tiny):
+def test_whole_chain_under_tiny_then_skips(isolated_tiny, dataset_or_synthetic):
     results = runner.run_all("tiny")
     failed = [r for r in results if r.status != "ran"]
     assert not failed, runner.summary(results)
@@ -70,7 +71,7 @@ def test_whole_chain_under_tiny_then_skips(isolated_tiny):
         for name in EXPECTED_OUTPUTS[notebook]:
             assert (isolated_tiny / "figures" / name).is_file(), f"{notebook} did not write {name}"
     provenance = json.loads((isolated_tiny / "figures" / "provenance_01_data.json").read_text())
-    assert provenance["profile"] == "tiny" and provenance["data"]["synthetic"] is False
+    assert provenance["profile"] == "tiny" and provenance["data"]["root"] == str(dataset_or_synthetic[0])
     again = runner.run_all("tiny")
     assert {r.status for r in again} == {"skipped"}
 

@@ -1,4 +1,7 @@
-"""Which dataset a profile runs on: the real SD-Saliency-900 if it can be had, else the synthetic fallback."""
+"""Which dataset a profile runs on: the real SD-Saliency-900 if it is on disk, else the synthetic fallback.
+
+Nothing here touches the network: getting the real data is the explicit `deffiller data download` (which verifies
+the published checksum and fails loudly), never a side effect of running an experiment."""
 from __future__ import annotations
 
 import os
@@ -6,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deffiller.config import Profile
-from deffiller.data.download import download
 from deffiller.data.layout import DATASET_DIR, find_dataset
 from deffiller.data.synth import synthesize
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import recover_folder, staged_folder
 
 SYNTHETIC_DIR = "synthetic-SD-saliency-900"
-SYNTHETIC_BANNER = "SYNTHETIC DATA: SD-Saliency-900 was not available; numbers are not comparable with the paper"
+SYNTHETIC_BANNER = ("SYNTHETIC DATA: SD-Saliency-900 was not on disk (get it with `deffiller data download --out data`); "
+                    "numbers are not comparable with the paper")
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,8 @@ class DatasetSource:
         return SYNTHETIC_BANNER if self.synthetic else ""
 
 
-def resolve_dataset(profile: Profile, try_download: bool = True) -> DatasetSource:
-    """`$DEFFILLER_DATASET`, else `<data_root>/SD-saliency-900`, else a download, else (if the profile allows) synthetic data."""
+def resolve_dataset(profile: Profile) -> DatasetSource:
+    """`$DEFFILLER_DATASET`, else `<data_root>/SD-saliency-900`, else (if the profile allows) synthetic data."""
     if os.environ.get("DEFFILLER_DATASET"):
         root = Path(os.environ["DEFFILLER_DATASET"])
         find_dataset(root)
@@ -36,11 +39,6 @@ def resolve_dataset(profile: Profile, try_download: bool = True) -> DatasetSourc
     real = data_root / DATASET_DIR
     if real.is_dir():
         return DatasetSource(real, synthetic=False)
-    if try_download:
-        try:
-            return DatasetSource(download(data_root), synthetic=False)
-        except DefFillerError:
-            pass
     if not profile.data.synthetic_fallback:
         raise DefFillerError(
             f"{real}: SD-Saliency-900 not found and the '{profile.name}' profile does not allow synthetic data; "

@@ -14,7 +14,8 @@ import csv
 import random
 from pathlib import Path
 
-from deffiller.data.layout import Pair, load_pairs
+from deffiller.data.layout import Pair, index_of, load_pairs
+from deffiller.data.source import resolve_dataset
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import atomic_path
 
@@ -94,8 +95,6 @@ def training_pairs(profile, data=None, train_manifest=None) -> tuple[list[Pair],
         return split_pairs(train_manifest), f"{train_manifest} (train rows)"
     note = ""
     if data is None:
-        from deffiller.data.source import resolve_dataset
-
         source = resolve_dataset(profile)
         data, note = source.root, f" [{source.banner}]" if source.synthetic else ""
     return load_pairs(data, per_class=profile.data.per_class), f"{data}{note}"
@@ -103,8 +102,6 @@ def training_pairs(profile, data=None, train_manifest=None) -> tuple[list[Pair],
 
 def read_manifest(path, split: str | None = None) -> list[Pair]:
     """Pairs of a manifest, optionally only those of one split; relative paths resolve against the manifest's folder."""
-    from deffiller.data.layout import index_of
-
     path = Path(path)
     if not path.is_file():
         raise DefFillerError(f"{path}: manifest not found; write one with `deffiller data split`")
