@@ -17,7 +17,8 @@ from PIL import Image
 from deffiller.cli import main
 from deffiller.errors import DefFillerError
 from deffiller.evaluation import inception_weights as iw
-from deffiller.evaluation.fid import FidConfig, Featurizer, ImageSet, compute_fid, fid_table, results_table
+from deffiller.evaluation.fid import (FidConfig, Featurizer, ImageSet, compute_fid, fid_table, frechet_distance,
+                                      results_table)
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +214,17 @@ def test_results_are_cached(mixed, cache, self_result):
     assert again["result_cached"] is True and again["real"]["features_cached"]
     assert again["fid"] == self_result["fid"] and again["kid_mean"] == self_result["kid_mean"]
     assert isinstance(again["fid"], float) and again["n_real"] == 12
+
+
+@pytest.mark.parametrize("n_real,n_fake,dim", [(12, 9, 256), (40, 40, 2048), (300, 200, 64)])
+def test_frechet_distance_equals_torch_fidelity(n_real, n_fake, dim):
+    """The low-rank form (fewer images than dimensions) and the fallback (more) give torch-fidelity's FID."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    rng = np.random.default_rng(n_real + dim)
+    real = rng.gamma(2.0, 1.0, (n_real, dim)).astype(np.float32)
+    fake = (rng.gamma(2.0, 1.0, (n_fake, dim)) * 1.3 + 0.2).astype(np.float32)
+    stats = [fid_features_to_statistics(torch.from_numpy(f.astype(np.float64))) for f in (real, fake)]
+    expected = fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]
+    assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(real, real) == pytest.approx(0.0, abs=1e-6 * expected)
