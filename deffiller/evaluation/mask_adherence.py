@@ -9,6 +9,7 @@ judge, so a table's rerun computes nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -57,9 +58,15 @@ def load_judge(cfg: JudgeConfig):
     """The judge network, or None when its weights are absent and `if_missing` is skip."""
     if judge_skipped(cfg):
         return None
-    judge = load_detector(cfg.net, cfg.path, resolve_device(cfg.device))
-    if cfg.input_size is not None:
-        judge.preprocess = dataclasses.replace(judge.preprocess, test_size=cfg.input_size)
+    return _loaded_judge(cfg.net, cfg.path, cfg.path.stat().st_mtime_ns, str(resolve_device(cfg.device)), cfg.input_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded_judge(net: str, path: Path, mtime_ns: int, device: str, input_size: int | None):
+    """Loaded once per process: a table scores many image sets with the same judge (the file's mtime keys a change)."""
+    judge = load_detector(net, path, device)
+    if input_size is not None:
+        judge.preprocess = dataclasses.replace(judge.preprocess, test_size=input_size)
     return judge
 
 
