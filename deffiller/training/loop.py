@@ -326,7 +326,9 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
                              f"that run or choose another output folder")
     if config.mixed_precision not in ("no", "fp16", "bf16"):
         raise DefFillerError(f"mixed_precision must be no, fp16 or bf16, got {config.mixed_precision!r}")
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu",
+    # without CUDA, accelerate sees the processes of `accelerate launch --multi_gpu` (gloo) only when told cpu=True
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              cpu=config.device == "cpu" or not torch.cuda.is_available(),
                               gradient_accumulation_steps=config.gradient_accumulation_steps,
                               step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])

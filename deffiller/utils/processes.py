@@ -28,9 +28,11 @@ def _state():
     """accelerate's PartialState, or None in a plain run (which never starts torch.distributed)."""
     if process_count() == 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    # without CUDA the processes are CPU processes (gloo), which accelerate only sees when told cpu=True
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def process_index() -> int:
