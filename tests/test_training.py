@@ -94,6 +94,17 @@ def test_gradient_accumulation_reaches_the_weights_of_the_whole_batch(tmp_path):
     assert (state["processes"], state["gradient_accumulation_steps"]) == (1, 2)
 
 
+def test_resume_on_another_layout_says_so(tmp_path, capsys):
+    config = LoopConfig(max_steps=2, batch_size=4, warmup_steps=0, checkpoint_every=1, device="cpu")
+    train(Regression(), Points(), config, tmp_path, progress=False)
+    capsys.readouterr()
+    train(Regression(), Points(), dataclasses.replace(config, max_steps=3), tmp_path, resume=True, progress=False)
+    assert "note:" not in capsys.readouterr().err
+    train(Regression(), Points(), dataclasses.replace(config, max_steps=4, gradient_accumulation_steps=2), tmp_path,
+          resume=True, progress=False)
+    assert "1 process(es) x 1 accumulation step(s); resuming on 1 x 2" in capsys.readouterr().err
+
+
 def test_nan_loss_stops_cleanly_and_names_the_step(tmp_path):
     with pytest.raises(TrainingDiverged, match="at step 3"):
         train(Regression(nan=True), Points(), CONFIG, tmp_path, progress=False)

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, send_to_device, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
@@ -350,6 +350,7 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
         shutil.rmtree(out_dir / CHECKPOINTS / ".partial", ignore_errors=True)
         remove_stale_temps(out_dir)
         last_loss = _truncate_metrics(out_dir / METRICS, start)
+    last_loss = broadcast_object_list([last_loss])[0]  # every process reports it, even with no step left to run
     summary = {"status": "running", "step": start, "max_steps": config.max_steps, "seed": seed,
                "config": dataclasses.asdict(config), "parameters": counts, **provenance(),
                "processes": accelerator.num_processes, "device": str(accelerator.device),
