@@ -1,6 +1,7 @@
 """The generic training loop: exact resume, trainable-only checkpoints, NaN stop, batches and warmup."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,8 +16,9 @@ from deffiller.training.loop import (DiffusionTask, LoopConfig, StepBatches, Tra
 class Regression(DiffusionTask):
     """A frozen feature layer and a trained head; noise from the step generator."""
 
-    def __init__(self, fail_at_call: int | None = None, nan: bool = False):
+    def __init__(self, fail_at_call: int | None = None, nan: bool = False, noise: float = 0.1):
         super().__init__()
+        self.noise = noise
         torch.manual_seed(0)
         self.features = torch.nn.Linear(4, 4).requires_grad_(False)
         self.head = torch.nn.Linear(4, 1)
@@ -29,7 +31,7 @@ class Regression(DiffusionTask):
         self.calls += 1
         if self.calls == self.fail_at_call:
             raise KeyboardInterrupt
-        x = batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=generator, device=generator.device)
+        x = batch["x"] + self.noise * torch.randn(batch["x"].shape, generator=generator, device=generator.device)
         loss = ((self.head(self.features(x)).squeeze(-1) - batch["y"]) ** 2).mean()
         return loss * float("nan") if self.nan and self.calls == 3 else loss
 
@@ -79,6 +81,30 @@ def test_existing_run_needs_resume_and_summary_counts_groups(tmp_path):
     assert again["status"] == "done" and again["final_loss"] == summary["final_loss"] and len(_losses(tmp_path)) == 2
 
 
+def test_gradient_accumulation_reaches_the_weights_of_the_whole_batch(tmp_path):
+    """Without noise (drawn per micro-batch) two accumulated micro-batches of 2 are one batch of 4."""
+    config = LoopConfig(max_steps=3, batch_size=4, lr=0.05, warmup_steps=0, checkpoint_every=3, device="cpu")
+    accumulated = dataclasses.replace(config, gradient_accumulation_steps=2)
+    for name, cfg in (("whole", config), ("accumulated", accumulated)):
+        train(Regression(noise=0.0), Points(), cfg, tmp_path / name, progress=False)
+    a, b = (load_file(tmp_path / name / "checkpoints/step-3/trainable.safetensors") for name in ("whole", "accumulated"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert _losses(tmp_path / "whole") == pytest.approx(_losses(tmp_path / "accumulated"), abs=1e-6)
+    state = json.loads((tmp_path / "accumulated/checkpoints/step-3/loop_state.json").read_text())
+    assert (state["processes"], state["gradient_accumulation_steps"]) == (1, 2)
+
+
+def test_resume_on_another_layout_says_so(tmp_path, capsys):
+    config = LoopConfig(max_steps=2, batch_size=4, warmup_steps=0, checkpoint_every=1, device="cpu")
+    train(Regression(), Points(), config, tmp_path, progress=False)
+    capsys.readouterr()
+    train(Regression(), Points(), dataclasses.replace(config, max_steps=3), tmp_path, resume=True, progress=False)
+    assert "note:" not in capsys.readouterr().err
+    train(Regression(), Points(), dataclasses.replace(config, max_steps=4, gradient_accumulation_steps=2), tmp_path,
+          resume=True, progress=False)
+    assert "1 process(es) x 1 accumulation step(s); resuming on 1 x 2" in capsys.readouterr().err
+
+
 def test_nan_loss_stops_cleanly_and_names_the_step(tmp_path):
     with pytest.raises(TrainingDiverged, match="at step 3"):
         train(Regression(nan=True), Points(), CONFIG, tmp_path, progress=False)
@@ -108,8 +134,13 @@ def test_batches_are_a_function_of_the_step_and_shard_across_processes():
     single = take(StepBatches(10, 4, seed=1, start_step=0), 6)
     assert sorted(sum(single[:5], [])) == sorted(list(range(10)) * 2)  # two whole epochs in 5 batches of 4
     assert take(StepBatches(10, 4, seed=1, start_step=3), 3) == single[3:]
-    ranks = [take(StepBatches(10, 2, seed=1, start_step=0, process=r, processes=2), 6) for r in (0, 1)]
+    ranks = [take(StepBatches(10, 4, seed=1, start_step=0, process=r, processes=2), 6) for r in (0, 1)]
     assert [a + b for a, b in zip(*ranks)] == single
+    # one process accumulating 2 micro-batches a step takes both halves in the order of the two processes
+    accumulated = take(StepBatches(10, 4, seed=1, start_step=0, accumulation=2), 12)
+    assert accumulated == [half for pair in zip(*ranks) for half in pair]
+    with pytest.raises(DefFillerError, match="multiple of 4"):
+        StepBatches(10, 6, seed=1, start_step=0, processes=2, accumulation=2)
 
 
 def test_step_generators_differ_by_step_and_process():

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
+import os
 import sys
 
 from deffiller import __version__
 from deffiller.errors import DefFillerError
+from deffiller.utils.processes import is_main_process
 
 GROUPS = {
     "data": "dataset: download, check, synthesise, split",
@@ -44,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = args.func(args)
+        with contextlib.ExitStack() as quiet:
+            if not is_main_process():  # under accelerate launch the main process reports; errors come from all
+                quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
+            result = args.func(args)
     except DefFillerError as exc:
         print(f"deffiller: error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,9 @@ from tqdm import tqdm
 from deffiller.detection.metrics import to_gray8
 from deffiller.detection.registry import Detector, Preprocess, create_detector
 from deffiller.errors import DefFillerError
+from deffiller.utils.device import resolve_device
 from deffiller.utils.io import images_in, read_image, save_image
+from deffiller.utils.processes import is_main_process, my_share, wait_for_everyone
 
 
 def resize(array: np.ndarray, size: int, order: int = 1) -> np.ndarray:
@@ -113,18 +115,20 @@ def predict_maps(model: Detector, grays: list[np.ndarray], batch_size: int = 8, 
 
 
 def predict_folder(net: str, weights, images, out, batch_size: int = 8, device: str = "cpu") -> list[Path]:
-    """Write `<out>/<stem>.png` for every image of a folder (or list of paths); returns the written paths."""
+    """Write `<out>/<stem>.png` for every image of a folder (or list of paths); returns the written paths. Under
+    `accelerate launch` the batches are shared out between the processes."""
     paths = list(images) if isinstance(images, (list, tuple)) else images_in(images)
+    device = resolve_device(device)
     model = load_detector(net, weights, device)
     out = Path(out)
-    written = []
-    with tqdm(total=len(paths), desc=f"predict {net}", unit="img") as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
+    chunks = my_share([paths[start:start + batch_size] for start in range(0, len(paths), batch_size)])
+    with tqdm(total=sum(map(len, chunks)), desc=f"predict {net}", unit="img", disable=not is_main_process()) as bar:
+        for chunk in chunks:
             maps = predict_maps(model, [read_image(p, "L") for p in chunk], batch_size, device)
             for path, pred in zip(chunk, maps):
-                written.append(save_image(out / f"{Path(path).stem}.png", pred))
+                save_image(out / f"{Path(path).stem}.png", pred)
             bar.update(len(chunk))
-    return written
+    wait_for_everyone()
+    return [out / f"{Path(path).stem}.png" for path in paths]
 
 

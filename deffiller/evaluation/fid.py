@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from deffiller.config import REPO_ROOT
@@ -27,6 +28,7 @@ from deffiller.errors import DefFillerError
 from deffiller.evaluation.inception_weights import InceptionWeights, resolve_weights, torch_fidelity_extractor
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import atomic_path, list_images, read_image, sha256_file, write_json
+from deffiller.utils.processes import gather, is_main_process, my_share
 
 FID_UNBIASED_FROM = 2048  # below this many samples the covariance is rank-deficient and FID is biased upward
 KID_MAX_SUBSET = 1000
@@ -98,34 +100,49 @@ class Featurizer:
                 if list(stored["names"]) == [p.name for p in images.files]:
                     return stored["features"], True
         features = self.featurise(images.files, desc=images.folder.name)
-        if cached is not None:
+        if cached is not None and is_main_process():
             with atomic_path(cached) as tmp:
                 np.savez(tmp, features=features, names=np.array([p.name for p in images.files]))
         return features, False
 
     @torch.inference_mode()
     def featurise(self, files: list[Path], desc: str = "") -> np.ndarray:
-        """Features of image files at their native size; images of equal size are batched together."""
+        """Features of image files at their native size; images of equal size are batched together. Under
+        `accelerate launch` the batches are shared out between the processes and every process gets all features."""
         features = np.zeros((len(files), 2048), np.float32)
-        by_size: dict[tuple, list[int]] = {}
-        with tqdm(total=len(files), desc=f"Inception features {desc}", unit="img", leave=False) as progress:
-            for start in range(0, len(files), self.batch_size):  # read lazily: a big set never sits in memory whole
-                for i in range(start, min(start + self.batch_size, len(files))):
-                    image = read_image(files[i], mode="RGB")
-                    batch = by_size.setdefault(image.shape, [])
-                    batch.append((i, image))
-                    if len(batch) == self.batch_size:
-                        self._run(by_size.pop(image.shape), features, progress)
-            for batch in by_size.values():
-                self._run(batch, features, progress)
+        batches = my_share(size_batches([_shape(path) for path in files], self.batch_size))
+        with tqdm(total=sum(map(len, batches)), desc=f"Inception features {desc}", unit="img", leave=False,
+                  disable=not is_main_process()) as progress:
+            for index in batches:  # read batch by batch: a big set never sits in memory whole
+                x = torch.from_numpy(np.stack([read_image(files[i], mode="RGB") for i in index])).permute(0, 3, 1, 2)
+                (out,) = self.extractor(x.to(self.device))
+                features[index] = out.cpu().numpy()
+                progress.update(len(index))
+        for index, rows in gather([(index, features[index]) for index in batches]):
+            features[index] = rows
         return features
 
-    def _run(self, batch, features: np.ndarray, progress) -> None:
-        index = [i for i, _ in batch]
-        x = torch.from_numpy(np.stack([image for _, image in batch])).permute(0, 3, 1, 2).to(self.device)
-        (out,) = self.extractor(x)
-        features[index] = out.cpu().numpy()
-        progress.update(len(batch))
+
+def _shape(path: Path) -> tuple[int, int]:
+    """An image's size from its header (read_image names the file when it is unreadable)."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError):
+        read_image(path, mode="RGB")
+        raise
+
+
+def size_batches(shapes: list, batch_size: int) -> list[list[int]]:
+    """Indices of `shapes` in batches of one shape each: a batch closes when it is full, in file order; the partial
+    batches of each shape come last, in the order their shape first appeared."""
+    batches, open_batches = [], {}
+    for i, shape in enumerate(shapes):
+        batch = open_batches.setdefault(shape, [])
+        batch.append(i)
+        if len(batch) == batch_size:
+            batches.append(open_batches.pop(shape))
+    return batches + list(open_batches.values())
 
 
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
@@ -223,7 +240,7 @@ def compute_fid(real_dir, fake_dir, per_class: bool | None = None, *, profile=No
         ic_lpips={"available": False, "reason": IC_LPIPS_UNAVAILABLE},
         warnings=warnings,
     )
-    if cached is not None:
+    if cached is not None and is_main_process():
         write_json(cached, result)
     return {**result, "result_cached": False}
 

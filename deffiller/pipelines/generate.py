@@ -5,7 +5,9 @@ SD-Saliency-900), `out/Ground truth/<name>.png` the conditioning mask at that si
 sample` reach the model from their `masks_<image size>/` copy, so each size is one nearest resize from the
 generator's. An image's noise depends only on (seed, mask name), so a rerun skips the pairs already written and draws
 the rest as an uninterrupted run would: bit for bit with batch size 1; with larger batches the batch composition
-(which differs once pairs are skipped) can move a pixel by a grey level.
+(which differs once pairs are skipped) can move a pixel by a grey level. Under `accelerate launch` the batches (formed
+over all pairs left, as one process forms them) are shared out between the processes, so several processes write
+the same files as one.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from deffiller.pipelines.deffiller import SCHEDULERS, DefFillerPipeline, SampleC
 from deffiller.pipelines.mask_sampling import mask_file_at
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import list_images, read_image, recover_folder, remove_stale_temps, save_image, write_json
+from deffiller.utils.processes import is_main_process, my_share, wait_for_everyone
 from deffiller.utils.seeds import derive_seed
 
 IMAGE_DIR, MASK_DIR = "Source Images", "Ground truth"
@@ -74,6 +77,7 @@ def image_seed(seed: int, name: str) -> int:
 
 
 def _settings_check(out_dir: Path, settings: dict) -> None:
+    """Every process checks; the main one writes."""
     path = out_dir / SETTINGS_FILE
     if path.is_file():
         before = json.loads(path.read_text())
@@ -81,7 +85,8 @@ def _settings_check(out_dir: Path, settings: dict) -> None:
         if changed:
             raise DefFillerError(f"{out_dir} holds images generated with other settings ({', '.join(changed)} differ: "
                                  f"{ {k: before.get(k) for k in changed} }); choose another --out")
-    write_json(path, settings)
+    if is_main_process():
+        write_json(path, settings)
 
 
 def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, steps: int = 50, seed: int = 0,
@@ -109,14 +114,17 @@ def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, st
                 "scheduler": scheduler, "class": class_name, "source_size": source_size,
                 "uncond_grounding": speed.uncond_grounding}
     _settings_check(out_dir, settings)
-    for folder in (out_dir, out_dir / IMAGE_DIR, out_dir / MASK_DIR):
-        remove_stale_temps(folder)  # left by a run killed inside a write
+    if is_main_process():
+        for folder in (out_dir, out_dir / IMAGE_DIR, out_dir / MASK_DIR):
+            remove_stale_temps(folder)  # left by a run killed inside a write
+    wait_for_everyone()
     todo = [(path, label) for path, label in jobs if not (out_dir / IMAGE_DIR / f"{path.stem}.bmp").is_file()]
     # every mask checked before any image is drawn; the model reads it at its own size, the dataset keeps its own
     prepared = {path: (read_mask(mask_file_at(path, pipe.image_size)), read_mask(path)) for path, _ in todo}
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+    wait_for_everyone()  # every process has listed what is left before any writes
+    chunks = my_share([todo[start : start + batch_size] for start in range(0, len(todo), batch_size)])
+    bar = tqdm(total=sum(map(len, chunks)), desc="generate", disable=not (progress and is_main_process()))
+    for chunk in chunks:
         generators = [torch.Generator("cpu").manual_seed(image_seed(seed, path.stem)) for path, _ in chunk]
         images = pipe([prepared[path][0] for path, _ in chunk], [label for _, label in chunk], generator=generators,
                       num_inference_steps=steps, guidance_scale=guidance, uncond_grounding=speed.uncond_grounding).images
@@ -127,4 +135,5 @@ def generate_from_masks(model_dir, masks_dir, out_dir, guidance: float = 3.0, st
             save_image(out_dir / IMAGE_DIR / f"{path.stem}.bmp", grey)  # last: its presence marks the pair done
         bar.update(len(chunk))
     bar.close()
+    wait_for_everyone()
     return {"out_dir": str(out_dir), "generated": len(todo), "kept": len(jobs) - len(todo), **settings}

@@ -3,7 +3,8 @@
 A model folder is a diffusers pipeline folder (`model_index.json`, `unet/`, `scheduler/`) plus `mask_classes.json`
 naming the class of each class embedding. Every mask draws its noise from its own `torch.Generator`, seeded by
 (seed, class, index), so a mask depends on neither the batch size nor which masks were already written; bulk
-sampling therefore resumes by skipping finished files.
+sampling therefore resumes by skipping finished files, and under `accelerate launch` shares its batches out between
+the processes.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from deffiller.errors import DefFillerError
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import recover_folder, remove_stale_temps, save_image, staged_folder, write_json
+from deffiller.utils.processes import is_main_process, my_share, wait_for_everyone
 from deffiller.utils.seeds import derive_seed
 
 MODEL_DIR = "model"
@@ -199,18 +201,24 @@ def sample_masks(model_dir, out_dir, per_class: int, *, seed: int = 0, steps: in
     out_dir = Path(out_dir)
     _check_settings(out_dir, settings)
     folders = output_dirs(out_dir, source_size, image_size)
-    for folder in (out_dir, *folders):
-        remove_stale_temps(folder)  # left by a run killed inside a write
+    if is_main_process():
+        for folder in (out_dir, *folders):
+            remove_stale_temps(folder)  # left by a run killed inside a write
+    wait_for_everyone()
     todo = [(c, i) for c in chosen for i in range(1, per_class + 1)
             if not all((folder / f"{known.prefixes[c]}_{i}.png").is_file() for folder in folders)]
-    write_json(out_dir / SETTINGS_FILE, {**asdict(settings), "classes": list(known.classes), "prefixes": list(known.prefixes)})
-    for start in tqdm(range(0, len(todo), batch_size), desc="mask batches", disable=not progress):
-        batch = todo[start:start + batch_size]
+    wait_for_everyone()  # every process has listed what is left before any writes
+    if is_main_process():
+        write_json(out_dir / SETTINGS_FILE, {**asdict(settings), "classes": list(known.classes),
+                                             "prefixes": list(known.prefixes)})
+    batches = my_share([todo[start:start + batch_size] for start in range(0, len(todo), batch_size)])
+    for batch in tqdm(batches, desc="mask batches", disable=not (progress and is_main_process())):
         generators = [torch.Generator().manual_seed(mask_seed(seed, c, i)) for c, i in batch]
         samples = pipeline([c for c, _ in batch], generators, steps)
         for folder, size in folders.items():
             for (c, i), mask in zip(batch, to_binary(samples, size, upsample)):
                 save_image(folder / f"{known.prefixes[c]}_{i}.png", mask)
+    wait_for_everyone()
     return {"drawn": len(todo), "kept": per_class * len(chosen) - len(todo), "folders": [str(f) for f in folders],
             **asdict(settings)}
 

@@ -24,6 +24,7 @@ from deffiller.training.loop import DiffusionTask, LoopConfig, train
 from deffiller.training.parts import build_parts
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import staged_folder
+from deffiller.utils.processes import is_main_process, wait_for_everyone
 
 MODEL_DIR = "model"
 
@@ -146,5 +147,8 @@ def train_deffiller(profile: Profile, init: str, out, data=None, train_manifest=
                         progress=progress, run_info={"profile": profile.name, "overrides": profile.overrides,
                                                      "init": init, "data": described, "pairs": len(pairs),
                                                      "provenance": parts.provenance})
-    summary["model"] = str(save_pipeline(parts, cfg, classes, out / MODEL_DIR))
+    if is_main_process():
+        save_pipeline(parts, cfg, classes, out / MODEL_DIR)
+    wait_for_everyone()
+    summary["model"] = str(out / MODEL_DIR)
     return summary

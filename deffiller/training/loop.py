@@ -20,9 +20,14 @@ a run summary.
 
     summary = train(MyTask(), dataset, LoopConfig(max_steps=1000, batch_size=8, lr=1e-4), "runs/x", resume=True)
 
+Several processes (`accelerate launch`, `torchrun`): `batch_size` is the global batch of a step, cut into
+processes x `gradient_accumulation_steps` micro-batches; each process runs its micro-batches (accelerate's
+accumulation), gradients are all-reduced, and the main process alone writes logs and checkpoints.
+
 Rules that make a resumed run reach the same weights as an uninterrupted one:
 - all randomness of a step (noise, timesteps, condition dropout, augmentation) is drawn from `generator`,
-  which is seeded from (seed, step, process), never from the global RNG;
+  which is seeded from (seed, step, micro-batch), never from the global RNG: so any layout with the same number of
+  micro-batches (processes x accumulation) trains the same weights, e.g. 2 processes and 1 process accumulating 2;
 - the batch of a step is a pure function of (seed, step): epochs are seeded permutations of the dataset
   and a resumed run starts the stream at its step, so the dataset itself must be deterministic (do
   random augmentation in `forward`, not in `__getitem__`).
@@ -40,6 +45,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -47,7 +53,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, send_to_device, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
@@ -69,7 +75,8 @@ class LoopConfig:
     """Optimisation settings shared by every diffusion model; a model's config section may subclass it."""
 
     max_steps: int = 30_000
-    batch_size: int = 2  # per process
+    batch_size: int = 2  # the global batch: per process x processes x gradient_accumulation_steps
+    gradient_accumulation_steps: int = 1  # micro-batches per process and step (a small GPU's way to the global batch)
     lr: float = 5e-5
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -98,24 +105,40 @@ class TrainingDiverged(DefFillerError):
     """The loss became NaN or infinite; the run stopped without touching its last checkpoint."""
 
 
-def step_generator(seed: int, step: int, process: int, device) -> torch.Generator:
-    """The generator of one step on one process: independent of every other step and of the global RNG."""
-    return seeded_generator(seed, step, process, device=device)
+def step_generator(seed: int, step: int, micro_batch: int, device) -> torch.Generator:
+    """The generator of one micro-batch of a step (its index in the global batch, 0 with one process and no
+    accumulation): independent of every other step and micro-batch and of the global RNG."""
+    return seeded_generator(seed, step, micro_batch, device=device)
+
+
+def micro_batch_size(batch_size: int, processes: int, accumulation: int) -> int:
+    """The batch of one forward pass: the global `batch_size` over processes x accumulation steps."""
+    if accumulation < 1:
+        raise DefFillerError(f"gradient_accumulation_steps must be at least 1, got {accumulation}")
+    micro, rest = divmod(batch_size, processes * accumulation)
+    if rest or not micro:
+        raise DefFillerError(f"batch_size {batch_size} (the global batch) does not split into {processes} process(es) "
+                             f"x {accumulation} gradient accumulation step(s); make it a multiple of "
+                             f"{processes * accumulation}, or change the process count or gradient_accumulation_steps")
+    return micro
 
 
 class StepBatches(torch.utils.data.Sampler):
-    """Index batches of this process for steps start, start+1, ...: seeded epochs over the dataset, cut into
-    global batches of batch_size * processes (a batch may straddle two epochs), each process taking its slice."""
+    """Index micro-batches of this process for steps start, start+1, ...: seeded epochs over the dataset, cut into
+    global batches of `batch_size` (a batch may straddle two epochs), each cut into processes x accumulation
+    micro-batches; process p takes micro-batches p * accumulation + a, a = 0 .. accumulation - 1, of every step."""
 
-    def __init__(self, size: int, batch_size: int, seed: int, start_step: int, process: int = 0, processes: int = 1):
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int, process: int = 0, processes: int = 1,
+                 accumulation: int = 1):
         self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.start_step, self.process, self.processes = start_step, process, processes
+        self.start_step, self.process, self.processes, self.accumulation = start_step, process, processes, accumulation
+        self.micro = micro_batch_size(batch_size, processes, accumulation)
 
     def _epoch(self, epoch: int) -> list[int]:
         return torch.randperm(self.size, generator=seeded_generator(self.seed, epoch)).tolist()
 
     def __iter__(self):
-        global_batch = self.batch_size * self.processes
+        global_batch = self.batch_size
         position = self.start_step * global_batch
         epoch, offset = divmod(position, self.size)
         order = self._epoch(epoch)
@@ -128,7 +151,9 @@ class StepBatches(torch.utils.data.Sampler):
                 take = min(global_batch - len(batch), self.size - offset)
                 batch += order[offset : offset + take]
                 offset += take
-            yield batch[self.process * self.batch_size : (self.process + 1) * self.batch_size]
+            for a in range(self.accumulation):
+                first = (self.process * self.accumulation + a) * self.micro
+                yield batch[first : first + self.micro]
 
 
 def loader_workers(requested: int) -> int:
@@ -254,6 +279,20 @@ def _load_checkpoint(accelerator: Accelerator, checkpoints: list[Path]) -> tuple
                              f"or is damaged: resume with the run's original settings, or {fallback}") from exc
 
 
+def _note_layout(checkpoint: Path, processes: int, accumulation: int, report: bool) -> None:
+    """Say so when a run resumes on another number of processes or accumulation steps than its checkpoint's."""
+    state = json.loads((checkpoint / "loop_state.json").read_text())
+    before = state.get("processes", 1), state.get("gradient_accumulation_steps", 1)
+    if before == (processes, accumulation) or not report:
+        return
+    same = before[0] * before[1] == processes * accumulation
+    print(f"deffiller: note: {checkpoint} was written by {before[0]} process(es) x {before[1]} accumulation step(s); "
+          f"resuming on {processes} x {accumulation}. The global batch and data order are unchanged; "
+          + ("so are the noise draws (same number of micro-batches per step)." if same else
+             "the noise draws of the remaining steps differ from an uninterrupted run, as they are drawn per "
+             "micro-batch (processes x accumulation steps)."), file=sys.stderr)
+
+
 def _truncate_metrics(path: Path, last_step: int) -> float | None:
     """Drop log lines past the resumed checkpoint (written by the interrupted run after its last checkpoint);
     returns the last kept loss."""
@@ -287,7 +326,14 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
                              f"that run or choose another output folder")
     if config.mixed_precision not in ("no", "fp16", "bf16"):
         raise DefFillerError(f"mixed_precision must be no, fp16 or bf16, got {config.mixed_precision!r}")
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu")
+    # without CUDA, accelerate sees the processes of `accelerate launch --multi_gpu` (gloo) only when told cpu=True
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              cpu=config.device == "cpu" or not torch.cuda.is_available(),
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    processes, accumulation = accelerator.num_processes, config.gradient_accumulation_steps
+    micro_batch_size(config.batch_size, processes, accumulation)
     set_seed(seed)
     params = check_trainable(task)
     counts = parameter_counts(task)
@@ -299,17 +345,19 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
     start, last_loss, seconds_before = 0, None, 0.0
     if existing:
         start, seconds_before = _load_checkpoint(accelerator, existing)
+        _note_layout(existing[-1], processes, accumulation, accelerator.is_main_process)
     if accelerator.is_main_process:
         shutil.rmtree(out_dir / CHECKPOINTS / ".partial", ignore_errors=True)
         remove_stale_temps(out_dir)
         last_loss = _truncate_metrics(out_dir / METRICS, start)
+    last_loss = broadcast_object_list([last_loss])[0]  # every process reports it, even with no step left to run
     summary = {"status": "running", "step": start, "max_steps": config.max_steps, "seed": seed,
                "config": dataclasses.asdict(config), "parameters": counts, **provenance(),
                "processes": accelerator.num_processes, "device": str(accelerator.device),
                "resumed_from": start or None, **(run_info or {})}
 
-    batches = StepBatches(len(dataset), config.batch_size, seed, start, accelerator.process_index,
-                          accelerator.num_processes)
+    batches = StepBatches(len(dataset), config.batch_size, seed, start, accelerator.process_index, processes,
+                          accumulation)
     workers = loader_workers(config.num_workers)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn,
                                          pin_memory=accelerator.device.type == "cuda", prefetch_factor=4 if workers else None)
@@ -318,26 +366,31 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
     loader_iter, step, tic = iter(loader), start, time.perf_counter()
     clock = TrainingClock(seconds_before)
     while step < config.max_steps:
-        batch = send_to_device(next(loader_iter), accelerator.device)
-        generator = step_generator(seed, step, accelerator.process_index, accelerator.device)
-        loss = task(batch, generator)
-        if not torch.isfinite(loss.detach()).all():
-            summary.update(status="diverged", step=step)
-            if accelerator.is_main_process:
-                write_json(out_dir / SUMMARY, summary)
-            bar.close()
-            raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; stopped. The last checkpoint "
-                                   f"({checkpoint_dirs(out_dir)[-1].name if checkpoint_dirs(out_dir) else 'none'}) is "
-                                   f"intact: lower the learning rate or use mixed_precision=no and resume")
-        accelerator.backward(loss)
+        losses = []
+        for a in range(accumulation):
+            batch = send_to_device(next(loader_iter), accelerator.device)
+            generator = step_generator(seed, step, accelerator.process_index * accumulation + a, accelerator.device)
+            with accelerator.accumulate(task):  # gradients all-reduced on the step's last micro-batch only
+                loss = task(batch, generator)
+                if not torch.isfinite(loss.detach()).all():
+                    summary.update(status="diverged", step=step)
+                    if accelerator.is_main_process:
+                        write_json(out_dir / SUMMARY, summary)
+                    bar.close()
+                    raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; stopped. The last checkpoint "
+                                           f"({checkpoint_dirs(out_dir)[-1].name if checkpoint_dirs(out_dir) else 'none'}) "
+                                           f"is intact: lower the learning rate or use mixed_precision=no and resume")
+                accelerator.backward(loss)
+            losses.append(loss.detach())
         if config.grad_clip is not None:
             accelerator.clip_grad_norm_(params, config.grad_clip)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
-        scheduler.step()
+        if not optimizer.step_was_skipped:  # an fp16 overflow skips the step, and so the schedule
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        last_loss = accelerator.gather(loss.detach()[None]).mean().item()
+        last_loss = accelerator.gather(torch.stack(losses).mean()[None]).mean().item()
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.4f}")
         if accelerator.is_main_process and (step % config.log_every == 0 or step == config.max_steps):
@@ -372,7 +425,9 @@ def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: i
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (partial / "loop_state.json").write_text(json.dumps({"step": step, SUMMARY_KEY: seconds}))
+        (partial / "loop_state.json").write_text(json.dumps({"step": step, SUMMARY_KEY: seconds,
+                                                             "processes": accelerator.num_processes,
+                                                             "gradient_accumulation_steps": accelerator.gradient_accumulation_steps}))
         replace_folder(partial, out_dir / CHECKPOINTS / f"step-{step}")
         for old in checkpoint_dirs(out_dir)[: -max(keep, 1)]:
             shutil.rmtree(old)

@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import PartialState
 from diffusers import DDPMScheduler, UNet2DModel
 
 from deffiller.config import Profile
@@ -24,6 +23,7 @@ from deffiller.models.mask_ddpm import build_scheduler, build_unet
 from deffiller.pipelines.mask_sampling import MODEL_DIR, MaskClasses, MaskDDPMPipeline, save_mask_model
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
 from deffiller.utils.io import read_image
+from deffiller.utils.processes import is_main_process
 
 
 @dataclass
@@ -124,7 +124,7 @@ def train_mask_ddpm(profile: Profile, out_dir, data=None, train_manifest=None, r
     summary = train(MaskDDPMTask(unet, scheduler, cfg.hflip), dataset, loop_config, out_dir, seed=profile.seed,
                     resume=resume, progress=progress, run_info=run_info)
     model = Path(out_dir) / MODEL_DIR
-    if PartialState().is_main_process:
+    if is_main_process():
         classes = MaskClasses(tuple(profile.data.classes), tuple(profile.data.prefixes))
         save_mask_model(MaskDDPMPipeline(unet.to("cpu").eval(), scheduler), model, classes, profile.name)
     return {**summary, "steps": summary["step"], "model": str(model)}

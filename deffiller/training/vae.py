@@ -16,6 +16,7 @@ from deffiller.models.config import VAEConfig
 from deffiller.models.vae import build_vae
 from deffiller.training.loop import DiffusionTask, LoopConfig, train
 from deffiller.utils.io import recover_folder, replace_folder
+from deffiller.utils.processes import is_main_process, wait_for_everyone
 
 
 class VAETask(DiffusionTask):
@@ -64,10 +65,12 @@ def small_vae(cfg: VAEConfig, pairs, image_size: int, cache_root, seed: int = 0,
           collate_fn=_images_only)
     vae.eval()
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, dataset))
-    vae.save_pretrained(staging / "model")
-    (staging / "model" / "training_metrics.jsonl").write_bytes((staging / "train" / "metrics.jsonl").read_bytes())
-    replace_folder(staging / "model", folder)
-    shutil.rmtree(staging)
+    if is_main_process():
+        vae.save_pretrained(staging / "model")
+        (staging / "model" / "training_metrics.jsonl").write_bytes((staging / "train" / "metrics.jsonl").read_bytes())
+        replace_folder(staging / "model", folder)
+        shutil.rmtree(staging)
+    wait_for_everyone()
     return vae
 
 

@@ -18,6 +18,7 @@ from deffiller.data.masks import binarize
 from deffiller.errors import DefFillerError
 from deffiller.pipelines.mask_sampling import mask_file_at
 from deffiller.utils.io import images_in, read_image, remove_stale_temps, save_image
+from deffiller.utils.processes import is_main_process, my_share, wait_for_everyone
 from deffiller.utils.seeds import seeded_rng
 
 
@@ -66,7 +67,8 @@ def generate_adabldm(model_dir, masks_dir, out_dir, seed: int = 0, overrides: di
     """Generate one image per mask of `masks_dir` into `out_dir/Source Images/<name>.bmp` + `Ground truth/<name>.png`.
 
     Outputs are `source_size` square (200 for SD-Saliency-900); masks whose image and mask already exist are
-    skipped, so an interrupted run continues where it stopped. Each image depends only on (seed, mask name).
+    skipped, so an interrupted run continues where it stopped. Each image depends only on (seed, mask name), so
+    under `accelerate launch` the masks are shared out between the processes.
     `overrides` replace sampling settings of the model's `adabldm` config, e.g. {"adapt_steps": 0}; `base`
     replaces the base folder recorded at training. Returns a summary ("out_dir", "generated", "kept", "lines").
     """
@@ -79,14 +81,18 @@ def generate_adabldm(model_dir, masks_dir, out_dir, seed: int = 0, overrides: di
         raise DefFillerError(f"{model_dir}: no AdaBLDM model for class(es) {missing} (has {model.classes}); "
                              f"train them with `deffiller baseline adabldm train --class ...`")
     out_dir, side = Path(out_dir), model.source_size
-    for folder in (out_dir / IMAGE_DIRS[0], out_dir / MASK_DIRS[0]):
-        remove_stale_temps(folder)  # left by a run killed inside a write
+    if is_main_process():
+        for folder in (out_dir / IMAGE_DIRS[0], out_dir / MASK_DIRS[0]):
+            remove_stale_temps(folder)  # left by a run killed inside a write
+    wait_for_everyone()
     todo = [m for m in masks if not all((out_dir / d / f"{m[0]}{s}").is_file() for d, s in ((IMAGE_DIRS[0], ".bmp"), (MASK_DIRS[0], ".png")))]
-    for name, label, mask in tqdm(todo, desc="adabldm generate", disable=not progress):
+    wait_for_everyone()  # every process has listed what is left before any writes
+    for name, label, mask in tqdm(my_share(todo), desc="adabldm generate", disable=not (progress and is_main_process())):
         conditioning = at_model_size(masks_dir, name, mask, model.image_size)
         image = cv2.resize(_image_for(model, label, conditioning, seed, name), (side, side), interpolation=cv2.INTER_CUBIC)
         save_image(out_dir / IMAGE_DIRS[0] / f"{name}.bmp", image)
         save_image(out_dir / MASK_DIRS[0] / f"{name}.png", resize_mask(mask, side).astype(np.uint8) * 255)
+    wait_for_everyone()
     random = " (the random base made at training)" if base is None and model.meta.get("random_base") else ""
     lines = [f"{len(todo)} images generated, {len(masks) - len(todo)} kept from before; base {model.base.path}{random}",
              f"AdaBLDM images and masks in {out_dir}"]

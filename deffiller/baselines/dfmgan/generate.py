@@ -16,6 +16,7 @@ from deffiller.data.layout import CLASS_PREFIXES, IMAGE_DIRS, MASK_DIRS
 from deffiller.errors import DefFillerError
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import remove_stale_temps, save_image
+from deffiller.utils.processes import gather, is_main_process, my_share, wait_for_everyone
 from deffiller.utils.seeds import seeded_rng
 
 PREFIX_OF = {label: prefix for prefix, label in CLASS_PREFIXES.items()}
@@ -42,7 +43,8 @@ def generate_dfmgan(model_dir, per_class: int, out_dir, seed: int = 0, classes=N
                     batch: int = 16, device=None, progress: bool = True) -> dict:
     """Write `per_class` pairs per class (names <P>_1 .. <P>_N) into `out_dir`; returns a summary.
 
-    Pairs already written are kept, so an interrupted run continues where it stopped.
+    Pairs already written are kept, so an interrupted run continues where it stopped; under `accelerate launch` each
+    class's batches are shared out between the processes.
     """
     if per_class < 1:
         raise DefFillerError(f"--per-class {per_class}: must be at least 1")
@@ -53,18 +55,21 @@ def generate_dfmgan(model_dir, per_class: int, out_dir, seed: int = 0, classes=N
         raise DefFillerError(f"{model_dir}: no DFMGAN model for class(es) {missing} (has {meta['classes']}); "
                              "train them with `deffiller baseline dfmgan train --class ...`")
     out_dir, side = Path(out_dir), int(meta["source_size"])
-    for folder in (out_dir / IMAGE_DIRS[0], out_dir / MASK_DIRS[0]):
-        remove_stale_temps(folder)  # left by a run killed inside a write
+    if is_main_process():
+        for folder in (out_dir / IMAGE_DIRS[0], out_dir / MASK_DIRS[0]):
+            remove_stale_temps(folder)  # left by a run killed inside a write
+    wait_for_everyone()
     device = device or resolve_device(config_of(meta, f"{model_dir}").device)
+    todos = {label: [n for n in (f"{PREFIX_OF[label]}_{i}" for i in range(1, per_class + 1))
+                     if not ((out_dir / IMAGE_DIRS[0] / f"{n}.bmp").is_file()
+                             and (out_dir / MASK_DIRS[0] / f"{n}.png").is_file())] for label in classes}
+    wait_for_everyone()  # every process has listed what is left before any writes
     lines, empty = [], 0
-    for label in classes:
-        names = [f"{PREFIX_OF[label]}_{i}" for i in range(1, per_class + 1)]
-        todo = [n for n in names if not ((out_dir / IMAGE_DIRS[0] / f"{n}.bmp").is_file()
-                                         and (out_dir / MASK_DIRS[0] / f"{n}.png").is_file())]
+    for label, todo in todos.items():
         G, cfg = load_generator(model_dir, label, device)
         class_empty = 0
-        for start in tqdm(range(0, len(todo), batch), desc=f"dfmgan {label}", disable=not progress):
-            chunk = todo[start : start + batch]
+        chunks = my_share([todo[start : start + batch] for start in range(0, len(todo), batch)])
+        for chunk in tqdm(chunks, desc=f"dfmgan {label}", disable=not (progress and is_main_process())):
             z, defect_z = (torch.stack(t).to(device) for t in zip(*(latents(n, seed, cfg.z_dim) for n in chunk)))
             images, masks = G(z, defect_z, truncation=truncation, noise_mode="const")
             for name, image, mask_logits in zip(chunk, images, masks):
@@ -72,6 +77,7 @@ def generate_dfmgan(model_dir, per_class: int, out_dir, seed: int = 0, classes=N
                 class_empty += not mask.any()
                 save_image(out_dir / IMAGE_DIRS[0] / f"{name}.bmp", gray)
                 save_image(out_dir / MASK_DIRS[0] / f"{name}.png", mask)
+        class_empty = sum(gather([class_empty]))
         empty += class_empty
         lines.append(f"{label}: {len(todo)} new pairs ({per_class - len(todo)} kept), {class_empty} new masks empty")
     lines.append(f"DFMGAN masks and images in {out_dir}")
