@@ -16,6 +16,7 @@ from deffiller.models.config import ModelConfig
 from deffiller.models.convert import save_sd_folder, sd_unet_like
 from deffiller.training.parts import build_parts
 from deffiller.utils.io import recover_folder
+from deffiller.utils.processes import is_main_process, wait_for_everyone
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 GET_IT = (
@@ -32,7 +33,10 @@ def random_base(profile: Profile, pairs, folder, progress: bool = True) -> Path:
     parts = build_parts(profile, "scratch", pairs, progress)
     unet = sd_unet_like(profile.section(ModelConfig), profile.data.image_size, vae_factor(parts.vae),
                         parts.vae.config.latent_channels)
-    return save_sd_folder(unet, parts.vae, parts.text_encoder, parts.tokenizer, folder)
+    if is_main_process():
+        save_sd_folder(unet, parts.vae, parts.text_encoder, parts.tokenizer, folder)
+    wait_for_everyone()
+    return Path(folder)
 
 
 def check_base(path) -> Path:

@@ -20,6 +20,7 @@ from deffiller.errors import DefFillerError
 from deffiller.training.loop import CHECKPOINTS, DiffusionTask, train
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import recover_folder, staged_folder
+from deffiller.utils.processes import is_main_process, wait_for_everyone
 
 
 class ControlNetTask(DiffusionTask):
@@ -130,7 +131,9 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
         class_pairs = [p for p in pairs if p.label == label]
         backgrounds = make_backgrounds(class_pairs, cfg.background, profile.data.image_size, cfg.background_dilate,
                                        cfg.inpaint_radius, cfg.min_crop)
-        save_backgrounds(class_dir / "backgrounds", backgrounds)
+        wait_for_everyone()  # every process has checked class_dir before the main one writes into it
+        if is_main_process():
+            save_backgrounds(class_dir / "backgrounds", backgrounds)
         dataset = CompositeDataset(class_pairs, backgrounds, cfg.composites, profile.data.image_size, profile.seed,
                                    cfg.scale_jitter)
         torch.manual_seed(profile.seed)
@@ -139,13 +142,16 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
         run = train(task, dataset, dataclasses.replace(cfg, max_steps=training_steps(cfg, len(dataset))), class_dir,
                     seed=profile.seed, resume=resume, progress=progress,
                     run_info={"method": "AdaBLDM", "class": label, "base": str(base_path), "data": described})
-        save_controlnet(controlnet, class_dir / "controlnet")
         meta["classes"].append(label)
         meta["runs"][label] = {"pairs": len(class_pairs), "backgrounds": len(backgrounds), "composites": len(dataset),
                                "steps": run["step"], "final_loss": run["final_loss"]}
-        write_manifest(out_dir, meta)
-        shutil.rmtree(class_dir / CHECKPOINTS, ignore_errors=True)  # the finished ControlNet supersedes them
+        if is_main_process():
+            save_controlnet(controlnet, class_dir / "controlnet")
+            write_manifest(out_dir, meta)
+            shutil.rmtree(class_dir / CHECKPOINTS, ignore_errors=True)  # the finished ControlNet supersedes them
+        wait_for_everyone()
         lines.append(f"{label}: {len(class_pairs)} pairs, {len(backgrounds)} {cfg.background} backgrounds, "
                      f"{run['step']} steps, last loss {run['final_loss']:.4f} -> {class_dir / 'controlnet'}")
-    write_manifest(out_dir, meta)
+    if is_main_process():
+        write_manifest(out_dir, meta)
     return {"out_dir": out_dir, "lines": lines, **meta}
