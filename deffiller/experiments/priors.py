@@ -27,7 +27,7 @@ from deffiller.models.convert import save_original_gligen_checkpoint, save_sd_fo
 from deffiller.models.text import encode_prompts, offline_tokenizer, random_text_encoder
 from deffiller.reporting.outputs import Outputs
 from deffiller.training.deffiller import DefFillerTask, TrainConfig, noise_scheduler
-from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.training.loop import TrainingTask, LoopConfig, train
 from deffiller.training.parts import build_parts
 from deffiller.training.vae import small_vae
 from deffiller.utils.io import recover_folder
@@ -42,7 +42,7 @@ class PriorsConfig(LoopConfig):
     gligen_steps: int = 1000  # grounding pretraining of the GLIGEN-like stand-in (SD-like frozen, as GLIGEN)
 
 
-class TextToImageTask(DiffusionTask):
+class TextToImageTask(TrainingTask):
     """Plain latent diffusion on captions: the whole UNet trains, VAE and text encoder frozen."""
 
     def __init__(self, unet, vae, tokenizer, text_encoder, scheduler):

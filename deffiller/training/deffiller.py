@@ -20,7 +20,7 @@ from deffiller.models.build import DefFillerParts
 from deffiller.models.speed import configure_unet, precision
 from deffiller.models.text import PromptCache, encode_prompts
 from deffiller.pipelines.deffiller import DefFillerPipeline, make_scheduler
-from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.training.loop import TrainingTask, LoopConfig, train
 from deffiller.training.parts import build_parts
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import staged_folder
@@ -55,7 +55,7 @@ def noise_scheduler(cfg: TrainConfig) -> DDPMScheduler:
                          beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False)
 
 
-class DefFillerTask(DiffusionTask):
+class DefFillerTask(TrainingTask):
     def __init__(self, parts: DefFillerParts, cfg: TrainConfig):
         super().__init__()
         self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder

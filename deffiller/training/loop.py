@@ -1,13 +1,19 @@
-"""One training loop for every diffusion model of the project, on accelerate.
+"""The one training loop of the project, on accelerate: diffusion models, ControlNets, detectors, GANs.
 
-A model plugs in as a `DiffusionTask`: an `nn.Module` holding all its networks (frozen ones included)
+A model plugs in as a `TrainingTask`: an `nn.Module` holding all its networks (frozen ones included)
 whose `forward(batch, generator)` returns the scalar loss of one batch, and whose
 `trainable_groups()` names the parameters to optimise. The loop owns everything else: devices and
-multi-GPU (accelerate), mixed precision, AdamW with linear warmup then a constant rate, tqdm, a metrics
-JSONL, atomic periodic checkpoints (model + optimizer + scheduler + RNG), exact resume, NaN detection and
-a run summary.
+multi-GPU (accelerate), mixed precision, the optimizer (AdamW with linear warmup then a constant rate unless the
+task says otherwise), seeds, tqdm, a metrics JSONL, atomic periodic checkpoints (model + optimizers + schedulers +
+RNG), exact resume, NaN detection and a run summary. A task may override:
+- `configure_optimizers(config)`: named (optimizer, scheduler or None) pairs, e.g. a detector's official SGD and
+  per-epoch poly schedule, or one lazily regularised Adam per network of a GAN;
+- `training_step(model, batch, generator, step, update)`: what a step does, e.g. a GAN's phases, each ending in
+  `update(loss, optimizer_name)`; returns the values to log (`loss` is the run's main one);
+- `checkpoint_extras()`: tensors beyond the trainable parameters that change in training and that a checkpoint must
+  hold (BatchNorm statistics, an EMA copy), saved and restored as strictly as the parameters.
 
-    class MyTask(DiffusionTask):
+    class MyTask(TrainingTask):
         def __init__(self):
             super().__init__()
             self.unet, self.vae = ..., ...          # freeze what must not train: p.requires_grad_(False)
@@ -26,14 +32,16 @@ accumulation), gradients are all-reduced, and the main process alone writes logs
 
 Rules that make a resumed run reach the same weights as an uninterrupted one:
 - all randomness of a step (noise, timesteps, condition dropout, augmentation) is drawn from `generator`,
-  which is seeded from (seed, step, micro-batch), never from the global RNG: so any layout with the same number of
-  micro-batches (processes x accumulation) trains the same weights, e.g. 2 processes and 1 process accumulating 2;
+  which is seeded from (seed, step, micro-batch): so any layout with the same number of micro-batches
+  (processes x accumulation) trains the same weights, e.g. 2 processes and 1 process accumulating 2. Layers that
+  draw from torch's global RNG (dropout, StyleGAN noise inputs) find it seeded from the same parts before each
+  micro-batch; a task never saves or restores RNG state itself;
 - the batch of a step is a pure function of (seed, step): epochs are seeded permutations of the dataset
   and a resumed run starts the stream at its step, so the dataset itself must be deterministic (do
   random augmentation in `forward`, not in `__getitem__`).
 
-Checkpoints hold only the trainable parameters (frozen weights come from wherever the task built them)
-and are written as `<out>/checkpoints/step-<n>` via a temporary folder renamed on completion; the last
+Checkpoints hold only the trainable parameters and the task's `checkpoint_extras()` (frozen weights come from
+wherever the task built them) and are written as `<out>/checkpoints/step-<n>` via a temporary folder renamed on completion; the last
 `keep_checkpoints` are kept. `<out>/metrics.jsonl` gets one line per logged step; `<out>/run_summary.json`
 records config, seed, versions, parameter counts per group, the final status and `train_seconds` (the wall time of
 the whole training, summed over resumes: see `deffiller.utils.clock`).
@@ -62,7 +70,7 @@ from deffiller.errors import DefFillerError
 from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
 from deffiller.utils.io import remove_stale_temps, replace_folder, write_json, write_text
 from deffiller.utils.provenance import provenance
-from deffiller.utils.seeds import seeded_generator
+from deffiller.utils.seeds import derive_seed, seeded_generator
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -90,8 +98,8 @@ class LoopConfig:
     device: str = "auto"  # auto (accelerate's choice) | cpu
 
 
-class DiffusionTask(torch.nn.Module):
-    """A trainable diffusion model as seen by `train`: subclass it, see the module docstring."""
+class TrainingTask(torch.nn.Module):
+    """A trainable model as seen by `train`: subclass it, see the module docstring."""
 
     def trainable_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """Named groups of the parameters to optimise; every other parameter must have requires_grad=False."""
@@ -99,6 +107,35 @@ class DiffusionTask(torch.nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
+
+    def configure_optimizers(self, config: LoopConfig) -> dict[str, tuple[torch.optim.Optimizer, object]]:
+        """Named (optimizer, scheduler or None) pairs over the trainable parameters; the first is the default of
+        `update` and its learning rate is logged. Default: AdamW with `config`'s linear warmup, then constant."""
+        params = [p for group in self.trainable_groups().values() for p in group]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.adam_betas),
+                                      weight_decay=config.weight_decay)
+        return {"main": (optimizer, get_constant_schedule_with_warmup(optimizer, config.warmup_steps))}
+
+    def training_step(self, model, batch, generator: torch.Generator, step: int, update) -> dict:
+        """One micro-batch of step `step` (0-based); returns {name: scalar} to log. `model` is this task as prepared
+        for distributed training (call it for a forward pass whose gradients are all-reduced); `update(loss, name)`
+        checks the loss is finite, back-propagates it and, on the step's last micro-batch, steps optimizer `name`."""
+        loss = model(batch, generator)
+        update(loss)
+        return {"loss": loss}
+
+    def checkpoint_extras(self) -> dict[str, torch.Tensor]:
+        """Named tensors, other than trainable parameters, that a checkpoint holds and a resume copies back."""
+        return {}
+
+
+DiffusionTask = TrainingTask  # the name the diffusion models' tasks were written against
+
+
+def persistent_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The buffers of `module` its state dict holds (running statistics, tracked means), by state-dict name."""
+    params = {name for name, _ in module.named_parameters()}
+    return {k: v for k, v in module.state_dict(keep_vars=True).items() if k not in params}
 
 
 class TrainingDiverged(DefFillerError):
@@ -165,7 +202,7 @@ def loader_workers(requested: int) -> int:
     return min(8, max(0, cores - 1))
 
 
-def parameter_counts(task: DiffusionTask) -> dict:
+def parameter_counts(task: TrainingTask) -> dict:
     """Trainable parameters per task group, frozen parameters per top-level submodule."""
     groups = task.trainable_groups()
     trainable_ids = {id(p) for params in groups.values() for p in params}
@@ -179,7 +216,7 @@ def parameter_counts(task: DiffusionTask) -> dict:
             "frozen_total": sum(frozen.values())}
 
 
-def check_trainable(task: DiffusionTask) -> list[torch.nn.Parameter]:
+def check_trainable(task: TrainingTask) -> list[torch.nn.Parameter]:
     """The trainable parameters, after checking they are exactly the ones with requires_grad (no overlap, no strays)."""
     params, seen = [], set()
     for group, members in task.trainable_groups().items():
@@ -200,22 +237,24 @@ def checkpoint_dirs(out_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def _trainable_state(task: DiffusionTask) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().cpu() for n, p in task.named_parameters() if p.requires_grad}
+def _checkpointed(task: TrainingTask) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds of the task: the trainable parameters and its extras."""
+    return {**{n: p for n, p in task.named_parameters() if p.requires_grad}, **task.checkpoint_extras()}
 
 
-def _register_trainable_only_checkpoints(accelerator: Accelerator, task: DiffusionTask) -> None:
-    """Checkpoints store the trainable parameters only, and loading them is strict about their names."""
+def _register_trainable_only_checkpoints(accelerator: Accelerator, task: TrainingTask) -> None:
+    """Checkpoints store the trainable parameters and extras only, and loading them is strict about their names."""
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
-            save_file(_trainable_state(accelerator.unwrap_model(models[0])), str(Path(output_dir) / TRAINABLE_FILE))
+            state = {n: t.detach().contiguous().cpu() for n, t in _checkpointed(accelerator.unwrap_model(models[0])).items()}
+            save_file(state, str(Path(output_dir) / TRAINABLE_FILE))
         weights.clear()
 
     def load_hook(models, input_dir):
         model = accelerator.unwrap_model(models.pop(0))
         state = load_file(str(Path(input_dir) / TRAINABLE_FILE))
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        params = _checkpointed(model)
         if set(state) != set(params):
             _foreign(input_dir, f"missing {sorted(set(params) - set(state))[:5]}, extra {sorted(set(state) - set(params))[:5]}")
         shapes = [f"{n} {tuple(state[n].shape)} here {tuple(p.shape)}" for n, p in params.items() if state[n].shape != p.shape]
@@ -293,11 +332,11 @@ def _note_layout(checkpoint: Path, processes: int, accumulation: int, report: bo
              "micro-batch (processes x accumulation steps)."), file=sys.stderr)
 
 
-def _truncate_metrics(path: Path, last_step: int) -> float | None:
+def _truncate_metrics(path: Path, last_step: int) -> dict:
     """Drop log lines past the resumed checkpoint (written by the interrupted run after its last checkpoint);
-    returns the last kept loss."""
+    returns the values of the last kept one."""
     if not path.is_file():
-        return None
+        return {}
     kept = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -306,16 +345,17 @@ def _truncate_metrics(path: Path, last_step: int) -> float | None:
             continue  # the torn last line of a killed run (or a blank one)
     kept = [record for record in kept if isinstance(record, dict) and record.get("step", last_step + 1) <= last_step]
     write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
-    return kept[-1]["loss"] if kept else None
+    return {k: v for k, v in kept[-1].items() if k not in ("step", "lr", "seconds")} if kept else {}
 
 
-def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int = 0, resume: bool = False,
-          collate_fn=None, progress: bool = True, run_info: dict | None = None) -> dict:
+def train(task: TrainingTask, dataset, config: LoopConfig, out_dir, seed: int = 0, resume: bool = False,
+          collate_fn=None, progress: bool = True, run_info: dict | None = None, desc: str = "train") -> dict:
     """Train `task` on `dataset` for `config.max_steps` steps into `out_dir`; returns the run summary.
 
     With `resume`, continues from the newest complete checkpoint in `out_dir` (or starts afresh if there is
     none); without it, an `out_dir` that already holds checkpoints is an error. `run_info` (profile, init,
-    data description, ...) is copied into the summary. Raises `TrainingDiverged` on a NaN/inf loss.
+    data description, ...) is copied into the summary, whose `last` holds the last logged values and `final_loss`
+    their `loss`. Raises `TrainingDiverged` on a NaN/inf loss.
     """
     out_dir = Path(out_dir)
     if len(dataset) == 0:
@@ -335,22 +375,26 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
     processes, accumulation = accelerator.num_processes, config.gradient_accumulation_steps
     micro_batch_size(config.batch_size, processes, accumulation)
     set_seed(seed)
-    params = check_trainable(task)
+    check_trainable(task)
     counts = parameter_counts(task)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.adam_betas), weight_decay=config.weight_decay)
-    scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
+    pairs = task.configure_optimizers(config)
     _register_trainable_only_checkpoints(accelerator, task)
-    task, optimizer, scheduler = accelerator.prepare(task, optimizer, scheduler)
+    schedulers = [s for _, s in pairs.values() if s is not None]
+    model, *prepared = accelerator.prepare(task, *(o for o, _ in pairs.values()), *schedulers)
+    prepared_schedulers = iter(prepared[len(pairs):])
+    optimizers = {name: (optimizer, scheduler and next(prepared_schedulers))
+                  for (name, (_, scheduler)), optimizer in zip(pairs.items(), prepared)}
+    default = next(iter(optimizers))
 
-    start, last_loss, seconds_before = 0, None, 0.0
+    start, last, seconds_before = 0, {}, 0.0
     if existing:
         start, seconds_before = _load_checkpoint(accelerator, existing)
         _note_layout(existing[-1], processes, accumulation, accelerator.is_main_process)
     if accelerator.is_main_process:
         shutil.rmtree(out_dir / CHECKPOINTS / ".partial", ignore_errors=True)
         remove_stale_temps(out_dir)
-        last_loss = _truncate_metrics(out_dir / METRICS, start)
-    last_loss = broadcast_object_list([last_loss])[0]  # every process reports it, even with no step left to run
+        last = _truncate_metrics(out_dir / METRICS, start)
+    last = broadcast_object_list([last])[0]  # every process reports it, even with no step left to run
     summary = {"status": "running", "step": start, "max_steps": config.max_steps, "seed": seed,
                "config": dataclasses.asdict(config), "parameters": counts, **provenance(),
                "processes": accelerator.num_processes, "device": str(accelerator.device),
@@ -361,46 +405,58 @@ def train(task: DiffusionTask, dataset, config: LoopConfig, out_dir, seed: int =
     workers = loader_workers(config.num_workers)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn,
                                          pin_memory=accelerator.device.type == "cuda", prefetch_factor=4 if workers else None)
-    bar = tqdm(total=config.max_steps, initial=start, desc="train", disable=not (progress and accelerator.is_main_process))
-    task.train()
+    bar = tqdm(total=config.max_steps, initial=start, desc=desc, disable=not (progress and accelerator.is_main_process))
+    model.train()
     loader_iter, step, tic = iter(loader), start, time.perf_counter()
     clock = TrainingClock(seconds_before)
-    while step < config.max_steps:
-        losses = []
-        for a in range(accumulation):
-            batch = send_to_device(next(loader_iter), accelerator.device)
-            generator = step_generator(seed, step, accelerator.process_index * accumulation + a, accelerator.device)
-            with accelerator.accumulate(task):  # gradients all-reduced on the step's last micro-batch only
-                loss = task(batch, generator)
-                if not torch.isfinite(loss.detach()).all():
-                    summary.update(status="diverged", step=step)
-                    if accelerator.is_main_process:
-                        write_json(out_dir / SUMMARY, summary)
-                    bar.close()
-                    raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; stopped. The last checkpoint "
-                                           f"({checkpoint_dirs(out_dir)[-1].name if checkpoint_dirs(out_dir) else 'none'}) "
-                                           f"is intact: lower the learning rate or use mixed_precision=no and resume")
-                accelerator.backward(loss)
-            losses.append(loss.detach())
+
+    def update(loss: torch.Tensor, name: str | None = None) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; stopped. The last checkpoint "
+                                   f"({checkpoint_dirs(out_dir)[-1].name if checkpoint_dirs(out_dir) else 'none'}) "
+                                   f"is intact: lower the learning rate or use mixed_precision=no and resume")
+        accelerator.backward(loss)
+        if not accelerator.sync_gradients:  # gradients accumulate until the step's last micro-batch
+            return
+        optimizer, scheduler = optimizers[name or default]
         if config.grad_clip is not None:
-            accelerator.clip_grad_norm_(params, config.grad_clip)
-        lr = optimizer.param_groups[0]["lr"]
+            accelerator.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
+                                        config.grad_clip)
         optimizer.step()
-        if not optimizer.step_was_skipped:  # an fp16 overflow skips the step, and so the schedule
+        if scheduler is not None and not optimizer.step_was_skipped:  # an fp16 overflow skips the step, and so the schedule
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+
+    while step < config.max_steps:
+        lr = optimizers[default][0].param_groups[0]["lr"]
+        logs = []
+        try:
+            for a in range(accumulation):
+                batch = send_to_device(next(loader_iter), accelerator.device)
+                micro = accelerator.process_index * accumulation + a
+                generator = step_generator(seed, step, micro, accelerator.device)
+                torch.manual_seed(derive_seed(seed, step, micro, "global"))
+                with accelerator.accumulate(model):  # gradients all-reduced on the step's last micro-batch only
+                    logs.append(task.training_step(model, batch, generator, step, update))
+        except TrainingDiverged:
+            summary.update(status="diverged", step=step)
+            if accelerator.is_main_process:
+                write_json(out_dir / SUMMARY, summary)
+            bar.close()
+            raise
         step += 1
-        last_loss = accelerator.gather(torch.stack(losses).mean()[None]).mean().item()
+        means = torch.stack([torch.stack([torch.as_tensor(values[k], dtype=torch.float32, device=accelerator.device)
+                                          .detach() for values in logs]).mean() for k in logs[0]])
+        last = dict(zip(logs[0], accelerator.gather(means[None]).mean(0).tolist()))
         bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.4f}")
+        bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
         if accelerator.is_main_process and (step % config.log_every == 0 or step == config.max_steps):
             elapsed, tic = time.perf_counter() - tic, time.perf_counter()
-            _append_metrics(out_dir / METRICS, {"step": step, "loss": last_loss, "lr": lr,
-                                                 "seconds": elapsed})
+            _append_metrics(out_dir / METRICS, {"step": step, **last, "lr": lr, "seconds": elapsed})
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             _save_checkpoint(accelerator, out_dir, step, config.keep_checkpoints, clock.seconds())
     bar.close()
-    summary.update(status="done", step=step, final_loss=last_loss, **{SUMMARY_KEY: clock.seconds()})
+    summary.update(status="done", step=step, last=last, final_loss=last.get("loss"), **{SUMMARY_KEY: clock.seconds()})
     if accelerator.is_main_process:
         write_json(out_dir / SUMMARY, summary)
     accelerator.wait_for_everyone()
@@ -434,5 +490,5 @@ def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: i
     accelerator.wait_for_everyone()
 
 
-__all__ = ["DiffusionTask", "LoopConfig", "StepBatches", "TrainingDiverged", "checkpoint_dirs", "parameter_counts",
-           "step_generator", "train"]
+__all__ = ["DiffusionTask", "LoopConfig", "StepBatches", "TrainingDiverged", "TrainingTask", "checkpoint_dirs",
+           "parameter_counts", "persistent_buffers", "step_generator", "train"]

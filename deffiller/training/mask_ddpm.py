@@ -21,7 +21,7 @@ from deffiller.data.splits import training_pairs
 from deffiller.errors import DefFillerError
 from deffiller.models.mask_ddpm import build_scheduler, build_unet
 from deffiller.pipelines.mask_sampling import MODEL_DIR, MaskClasses, MaskDDPMPipeline, save_mask_model
-from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.training.loop import TrainingTask, LoopConfig, train
 from deffiller.utils.io import read_image
 from deffiller.utils.processes import is_main_process
 
@@ -83,7 +83,7 @@ class MaskDataset(torch.utils.data.Dataset):
         return {"mask": self.masks[i], "label": self.labels[i]}
 
 
-class MaskDDPMTask(DiffusionTask):
+class MaskDDPMTask(TrainingTask):
     """The DDPM objective for the training loop: MSE between the UNet's prediction and its target (the noise, or the
     clean mask under `prediction_type="sample"`) at a uniform timestep.
 

@@ -14,12 +14,12 @@ from diffusers import AutoencoderKL
 from deffiller.data.dataset import MaskImageDataset
 from deffiller.models.config import VAEConfig
 from deffiller.models.vae import build_vae
-from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.training.loop import TrainingTask, LoopConfig, train
 from deffiller.utils.io import recover_folder, replace_folder
 from deffiller.utils.processes import is_main_process, wait_for_everyone
 
 
-class VAETask(DiffusionTask):
+class VAETask(TrainingTask):
     """Reconstruction MSE + a small KL term on horizontally flipped (p=0.5) images."""
 
     def __init__(self, vae: AutoencoderKL, kl_weight: float):

@@ -17,13 +17,13 @@ from deffiller.baselines.adabldm.model import MANIFEST, read_manifest, save_back
 from deffiller.baselines.common import training_set
 from deffiller.config import Profile
 from deffiller.errors import DefFillerError
-from deffiller.training.loop import CHECKPOINTS, DiffusionTask, train
+from deffiller.training.loop import CHECKPOINTS, TrainingTask, train
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import recover_folder, staged_folder
 from deffiller.utils.processes import is_main_process, wait_for_everyone
 
 
-class ControlNetTask(DiffusionTask):
+class ControlNetTask(TrainingTask):
     """The LDM noise-prediction loss with the ControlNet's residuals added to the frozen base UNet; the UNet
     sees the class prompt and the ControlNet the empty one, as in the code."""
 
