@@ -16,7 +16,8 @@ from deffiller.detection.nets.minet import MINet
 from deffiller.detection.predict import load_detector
 from deffiller.detection.protocols import expansion, substitution, substitution_pairs
 from deffiller.detection.registry import Preprocess, TrainDefaults, create_detector, list_detectors
-from deffiller.detection.train import DetectConfig, lr_at, make_optimizer, scaled_preprocess, train_detector
+from deffiller.detection.train import (DetectConfig, DetectorTask, lr_at, make_optimizer, scaled_preprocess,
+                                      train_detector)
 from deffiller.errors import DefFillerError
 from deffiller.utils.io import read_image
 
@@ -36,7 +37,7 @@ def test_train_predict_eval_round_trip(synth_dataset, tmp_path, capsys):
     assert summary["weight_decay"] == 5e-4  # the paper's value, not the official code's 0
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
-    assert not (run / "checkpoint.pt").exists()
+    assert not (run / "checkpoints").exists()
 
     maps = tmp_path / "maps"
     images = synth_dataset / "Source Images"
@@ -56,19 +57,26 @@ def test_train_predict_eval_round_trip(synth_dataset, tmp_path, capsys):
     assert scores["n"] == 12 and all(0 <= scores[k] <= 1 for k in ("S", "MAE", "maxE", "maxF"))
 
 
-def test_resume_continues_and_refuses_to_overwrite(synth_dataset, tmp_path, capsys):
+def test_resume_continues_and_refuses_to_overwrite(synth_dataset, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     args = ["detect", "train", "--net", "minet", "--train", str(synth_dataset), "--out", str(run), "--profile", "tiny"]
-    cfg = load_profile("tiny", {"detect.max_steps": 3}).section(DetectConfig)
+    cfg = load_profile("tiny", {"detect.max_steps": 3, "detect.checkpoint_every": 1}).section(DetectConfig)
     pairs = load_pairs(synth_dataset)
     # a run interrupted after its step-1 checkpoint (it had logged one more step)
-    torch.manual_seed(0)
-    model = MINet()
-    optimizer = make_optimizer(model, model.train_defaults, 5e-4)
-    run.mkdir()
-    torch.save({"net": "minet", "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 1},
-               run / "checkpoint.pt")
-    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 9}\n{"step": 2, "loss": 9}\n{"step": 3, "lo')
+    forward, calls = DetectorTask.forward, []
+
+    def interrupted(self, batch, generator):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return forward(self, batch, generator)
+
+    monkeypatch.setattr(DetectorTask, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector("minet", pairs, run, cfg)
+    monkeypatch.setattr(DetectorTask, "forward", forward)
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 2, "loss": 9}\n{"step": 3, "lo')
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
     train_detector("minet", pairs, run, cfg, resume=True)

@@ -272,19 +272,29 @@ def test_mask_ddpm_truncated_or_foreign_checkpoint_and_truncated_model(mask_run,
     assert "cannot load the mask model" in _error(capsys)
 
 
-@pytest.mark.parametrize("damage, message", [("truncate", "checkpoint is truncated or corrupt"),
-                                             ("foreign", "written by another configuration")])
-def test_detector_resume_from_a_damaged_or_foreign_checkpoint(profile, data, tmp_path, capsys, damage, message):
-    checkpoint = tmp_path / "run" / "checkpoint.pt"
-    checkpoint.parent.mkdir()
-    state = {"net": "minet", "model": {"conv.weight": torch.zeros(2, 2)}, "optimizer": {}, "step": 1}
-    torch.save(state, checkpoint)
+@pytest.mark.parametrize("damage, message", [("truncate", "checkpoint file is truncated or corrupt"),
+                                             ("foreign", "this checkpoint was written by another configuration")])
+def test_detector_resume_from_a_damaged_or_foreign_checkpoint(data, tmp_path, capsys, monkeypatch, damage, message):
+    from safetensors.torch import save_file
+
+    from deffiller.detection.train import DetectorTask
+
+    profile = _profile(tmp_path, **{"detect.checkpoint_every": 1})
+    args = ["detect", "train", "--net", "minet", "--train", str(data), "--out", str(tmp_path / "run"),
+            "--profile", str(profile)]
+    monkeypatch.setattr(DetectorTask, "forward", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if checkpoint_dirs(tmp_path / "run") else torch.zeros((), requires_grad=True))
+    assert main(args) == 130  # interrupted in step 2, after the checkpoint of step 1
+    monkeypatch.undo()
+    capsys.readouterr()
+    checkpoint = checkpoint_dirs(tmp_path / "run")[-1] / "trainable.safetensors"
     if damage == "truncate":
         _truncate(checkpoint)
-    assert main(["detect", "train", "--net", "minet", "--train", str(data), "--out", str(tmp_path / "run"),
-                 "--profile", str(profile), "--resume"]) == 2
+    else:
+        save_file({"conv.weight": torch.zeros(2, 2)}, checkpoint)
+    assert main(args + ["--resume"]) == 2
     err = _error(capsys)
-    assert f"{checkpoint}: {message}" in err
+    assert f"{checkpoint if damage == 'truncate' else checkpoint.parent}: {message}" in err
 
 
 def test_dfmgan_resume_from_another_config_is_named(tmp_path):

@@ -13,6 +13,7 @@ import yaml
 from killed_jobs import kill_when, start_job
 
 from deffiller.cli import main
+from deffiller.training.loop import checkpoint_dirs
 from deffiller.utils.io import TEMP_NAME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,15 +62,15 @@ def test_sigkill_mid_detector_training_then_resume_equals_an_uninterrupted_run(d
     proc = start_job(["deffiller", *_detect_args(profile, data, out)], log)
     metrics = out / "metrics.jsonl"
     kill_when(proc, lambda: metrics.is_file() and metrics.read_text().count("\n") >= 4, log)
-    assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()  # killed mid-run
-    killed_at = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    assert checkpoint_dirs(out) and not (out / "model.pt").exists()  # killed mid-run
+    killed_at = json.loads((checkpoint_dirs(out)[-1] / "loop_state.json").read_text())["step"]
     assert 3 <= killed_at < DETECT_STEPS
     with open(metrics, "a") as fh:  # what a kill inside a write leaves: a torn log line, an atomic write's temporary
         fh.write('{"step": 99, "lo')
     (out / ".checkpoint.pt.k1l2m3.tmp.pt").write_bytes(b"half")
 
     assert main(_detect_args(profile, data, out, "--resume")) == 0
-    assert _temps(out) == [] and not (out / "checkpoint.pt").exists()
+    assert _temps(out) == [] and not (out / "checkpoints").exists()
     losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
               for run in (reference, out)]
     assert len(losses[0]) == DETECT_STEPS and losses[1] == losses[0]
@@ -163,8 +164,6 @@ def test_masks_sample_rerun_removes_temporaries_of_killed_writes_and_keeps_finis
 
 def test_adabldm_resume_under_another_config_names_the_checkpoint(data, tmp_path, monkeypatch, capsys):
     from deffiller.baselines.adabldm import train as adabldm_train
-    from deffiller.training.loop import checkpoint_dirs
-
     def crash(controlnet, folder):  # the run dies after its last checkpoint, before the ControlNet is saved
         raise RuntimeError("killed")
 

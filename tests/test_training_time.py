@@ -132,25 +132,24 @@ def test_a_checkpoint_without_a_recorded_time_gives_an_unknown_total(tmp_path, f
 def test_detector_training_sums_wall_time_over_resumes(synth_dataset, tmp_path, fake_time, monkeypatch):
     from deffiller.data.layout import load_pairs
 
-    build, save = detect_train.create_detector, detect_train._save_checkpoint
+    build, forwards = detect_train.create_detector, []
 
     def timed_detector(*args, **kwargs):
         net = build(*args, **kwargs)
-        net.register_forward_pre_hook(lambda *_: setattr(fake_time, "now", fake_time.now + STEP_SECONDS))
+        net.register_forward_pre_hook(tick)
         return net
 
-    def save_then_die(path, net, model, optimizer, step, seconds):
-        save(path, net, model, optimizer, step, seconds)
-        if step == 2:
+    def tick(*_):
+        fake_time.now += STEP_SECONDS
+        forwards.append(1)
+        if len(forwards) == 3:  # killed in step 3, after the checkpoint of step 2
             raise Killed
 
     monkeypatch.setattr(detect_train, "create_detector", timed_detector)
-    monkeypatch.setattr(detect_train, "_save_checkpoint", save_then_die)
     cfg = detect_train.DetectConfig(epochs=4, max_steps=4, batch_size=4, input_size=32, checkpoint_every=1)
     pairs = load_pairs(synth_dataset)[:4]
     with pytest.raises(Killed):
         detect_train.train_detector("minet", pairs, tmp_path, cfg)
-    monkeypatch.setattr(detect_train, "_save_checkpoint", save)
     detect_train.train_detector("minet", pairs, tmp_path, cfg, resume=True)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["train_seconds"] == 4 * STEP_SECONDS

@@ -31,12 +31,13 @@ def resize(array: np.ndarray, size: int, order: int = 1) -> np.ndarray:
     return ndi.zoom(array, zoom, order=order, mode="grid-constant", cval=0.0, grid_mode=True)
 
 
-def normalize(image: np.ndarray, pre: Preprocess) -> torch.Tensor:
-    """HxW float image in [0,1] -> (3,H,W) network input."""
+def normalize(image: np.ndarray | torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """HxW float image in [0,1] (an array, or a tensor on any device) -> (3,H,W) float32 network input."""
+    x = torch.as_tensor(image)
     if pre.divide_by_max:
-        image = image / max(float(image.max()), 1e-8)
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
+        x = x / x.max().clamp_min(1e-8)
+    x = x.float()
+    mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in (pre.mean, pre.std))
     return (x[None].expand(3, -1, -1) - mean) / std
 
 

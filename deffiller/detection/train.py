@@ -1,19 +1,18 @@
-"""Training of any registered detector with its official pipeline (`preprocess`) and settings (`train_defaults`).
+"""Training of any registered detector with its official pipeline (`preprocess`) and settings (`train_defaults`),
+on the project's training loop (`deffiller.training.loop`).
 
-One run = one network on one list of pairs, in its own folder: `checkpoint.pt` (atomic, every
-`checkpoint_every` steps and at the end, for `resume`), `model.pt` (final weights), `metrics.jsonl` (loss and
-lr per step), `summary.json` (settings, data, backbone weights and their sha256, `train_seconds`: the wall time of the
-whole training, summed over resumes). The profile's `detect` section caps
-epochs / steps and can shrink the input size for tiny and smoke runs. A run killed at any moment and rerun with
-`resume` ends with the weights of an uninterrupted one: batches and augmentation are seeded per epoch (a resumed epoch
-replays its skipped batches' draws) and dropout per step.
+One run = one network on one list of pairs, in its own folder: the loop's `checkpoints/` (every `checkpoint_every`
+steps, for `resume`; removed when the run ends), `model.pt` (final weights), `metrics.jsonl` (loss and lr per step),
+`summary.json` (settings, data, backbone weights and their sha256, `train_seconds`: the wall time of the whole
+training, summed over resumes). The profile's `detect` section caps epochs / steps and can shrink the input size for
+tiny and smoke runs. A run killed at any moment and rerun with `resume` ends with the weights of an uninterrupted
+one: batches, augmentation (drawn from the step's generator) and dropout are functions of the step.
 """
 from __future__ import annotations
 
 import csv
-import json
 import math
-import random
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -21,8 +20,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from deffiller.data.layout import Pair, load_pairs
 from deffiller.data.masks import binarize
@@ -31,10 +29,10 @@ from deffiller.detection.predict import normalize, resize
 from deffiller.detection.registry import Detector, Preprocess, TrainDefaults, backbone_arch, create_detector
 from deffiller.errors import DefFillerError
 from deffiller.models.backbones import torchvision_file
-from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
+from deffiller.training.loop import CHECKPOINTS, LoopConfig, TrainingTask, checkpoint_dirs, persistent_buffers, train
+from deffiller.utils.clock import SUMMARY_KEY
 from deffiller.utils.device import resolve_device
-from deffiller.utils.io import atomic_path, read_image, remove_stale_temps, write_json, write_text
-from deffiller.utils.seeds import derive_seed
+from deffiller.utils.io import atomic_path, read_image, write_json
 
 
 @dataclass
@@ -70,7 +68,8 @@ def scaled_preprocess(pre: Preprocess, input_size: int | None) -> Preprocess:
 
 
 class SaliencyPairs(Dataset):
-    """Image/mask pairs through a network's training pipeline: resize, random crop, flips, rotation, jitter."""
+    """Image/mask pairs resized to the network's training size: (1,S,S) gray in [0,1] and (1,S,S) mask in {0,1}.
+    The random part of the pipeline is `DetectorTask.augment`'s."""
 
     def __init__(self, pairs: list[Pair], pre: Preprocess):
         self.pairs, self.pre = pairs, pre
@@ -79,24 +78,12 @@ class SaliencyPairs(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i):
-        pair, pre = self.pairs[i], self.pre
+        pair, size = self.pairs[i], self.pre.train_size
         gray = read_image(pair.image, "L")
         mask = binarize(read_image(pair.mask, "L"))
-        image = torch.from_numpy(resize(gray.astype(np.float64) / 255.0, pre.train_size).astype(np.float32))[None]
-        target = torch.from_numpy(resize(mask.astype(np.float64), pre.train_size, order=0).astype(np.float32))[None]
-        if pre.crop_size and pre.crop_size < pre.train_size:
-            top, left = (random.randrange(pre.train_size - pre.crop_size) for _ in range(2))
-            image, target = (t[:, top:top + pre.crop_size, left:left + pre.crop_size] for t in (image, target))
-        if pre.hflip and random.random() < 0.5:
-            image, target = image.flip(-1), target.flip(-1)
-        if pre.rotation:
-            angle = random.uniform(-pre.rotation, pre.rotation)
-            image = TF.rotate(image, angle, TF.InterpolationMode.BILINEAR)
-            target = TF.rotate(target, angle, TF.InterpolationMode.NEAREST)
-        if pre.color_jitter:  # brightness and contrast (saturation and hue do nothing to gray images)
-            image = TF.adjust_brightness(image, random.uniform(1 - pre.color_jitter, 1 + pre.color_jitter))
-            image = TF.adjust_contrast(image, random.uniform(1 - pre.color_jitter, 1 + pre.color_jitter))
-        return normalize(image[0].numpy(), pre), target
+        image = torch.from_numpy(resize(gray.astype(np.float64) / 255.0, size).astype(np.float32))[None]
+        target = torch.from_numpy(resize(mask.astype(np.float64), size, order=0).astype(np.float32))[None]
+        return image, target
 
 
 def pairs_from(source, split: str | None = "train", per_class: int | None = None) -> list[Pair]:
@@ -130,96 +117,87 @@ def lr_at(defaults: TrainDefaults, epoch: int, epochs: int) -> float:
     return defaults.lr
 
 
+class DetectorTask(TrainingTask):
+    """A detector's own loss on its training pipeline, with its official optimizer and per-epoch schedule."""
+
+    def __init__(self, net: Detector, pre: Preprocess, epochs: int, steps_per_epoch: int):
+        super().__init__()
+        self.net, self.pre, self.epochs, self.steps_per_epoch = net, pre, epochs, steps_per_epoch
+
+    def trainable_groups(self):
+        return {"net": [p for p in self.net.parameters() if p.requires_grad]}
+
+    def configure_optimizers(self, config: LoopConfig):
+        defaults = self.net.train_defaults
+        optimizer = make_optimizer(self.net, defaults, config.weight_decay)
+        epoch_lr = lambda step: lr_at(defaults, step // self.steps_per_epoch, self.epochs) / defaults.lr  # noqa: E731
+        return {"net": (optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, epoch_lr))}
+
+    def checkpoint_extras(self):
+        return persistent_buffers(self)  # BatchNorm statistics
+
+    def augment(self, image: torch.Tensor, target: torch.Tensor, generator: torch.Generator):
+        """One (1,S,S) pair through the random crop, flip, rotation and jitter -> (3,C,C) input, (1,C,C) target."""
+        pre = self.pre
+        uniform = lambda low, high: low + (high - low) * torch.rand((), generator=generator,  # noqa: E731
+                                                                   device=generator.device).item()
+        if pre.crop_size and pre.crop_size < pre.train_size:
+            top, left = (int(uniform(0, pre.train_size - pre.crop_size)) for _ in range(2))
+            image, target = (t[:, top:top + pre.crop_size, left:left + pre.crop_size] for t in (image, target))
+        if pre.hflip and uniform(0, 1) < 0.5:
+            image, target = image.flip(-1), target.flip(-1)
+        if pre.rotation:
+            angle = uniform(-pre.rotation, pre.rotation)
+            image = TF.rotate(image, angle, TF.InterpolationMode.BILINEAR)
+            target = TF.rotate(target, angle, TF.InterpolationMode.NEAREST)
+        if pre.color_jitter:  # brightness and contrast (saturation and hue do nothing to gray images)
+            image = TF.adjust_brightness(image, uniform(1 - pre.color_jitter, 1 + pre.color_jitter))
+            image = TF.adjust_contrast(image, uniform(1 - pre.color_jitter, 1 + pre.color_jitter))
+        return normalize(image[0], pre), target
+
+    def forward(self, batch, generator):
+        images, targets = map(torch.stack, zip(*(self.augment(i, t, generator) for i, t in zip(*batch))))
+        return self.net.loss(self.net(images), targets)
+
+
 def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: int = 0,
                    backbone_weights: str | None = None, resume: bool = False) -> Path:
     """Train `net` on `pairs` into folder `out`; returns the path of the final weights (`model.pt`)."""
     out = Path(out)
     if not pairs:
         raise DefFillerError(f"{net}: no training pairs")
-    checkpoint_path = out / "checkpoint.pt"
     weights = out / "model.pt"
-    if not resume and (weights.exists() or checkpoint_path.exists()):
+    if not resume and (weights.exists() or checkpoint_dirs(out)):
         raise DefFillerError(f"{out}: a run is already there; pass --resume to continue it or choose another --out")
-    if resume and weights.exists() and not checkpoint_path.exists():
+    if resume and weights.exists() and not checkpoint_dirs(out):
         return weights  # finished
     backbone = backbone_file(net, backbone_weights or cfg.backbone_weights.get(net), cfg.backbone_download)
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
-    model = create_detector(net, backbone_weights=backbone and str(backbone.path)).to(device)
+    model = create_detector(net, backbone_weights=backbone and str(backbone.path))
     defaults, pre = model.train_defaults, scaled_preprocess(model.preprocess, cfg.input_size)
     batch_size = cfg.batch_size or defaults.batch_size
     weight_decay = defaults.weight_decay if cfg.weight_decay is None else cfg.weight_decay
     epochs = cfg.epochs or defaults.epochs
     steps_per_epoch = math.ceil(len(pairs) / batch_size)
     total = epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, epochs * steps_per_epoch)
-    optimizer = make_optimizer(model, defaults, weight_decay)
-
-    step, seconds_before = 0, 0.0
-    if resume and checkpoint_path.exists():
-        try:
-            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        except Exception as exc:  # torch raises several types for truncated or foreign files
-            raise DefFillerError(f"{checkpoint_path}: checkpoint is truncated or corrupt ({exc}); delete it and rerun "
-                                 f"to start over") from exc
-        if state["net"] != net:
-            raise DefFillerError(f"{checkpoint_path}: checkpoint of {state['net']!r}, not {net!r}")
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise DefFillerError(f"{checkpoint_path}: written by another configuration ({str(exc).splitlines()[0]}); "
-                                 f"resume with the settings the run was started with, or choose another --out") from exc
-        step, seconds_before = state["step"], state.get(SUMMARY_KEY)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)  # left by a run killed inside a write
-    log_path = out / "metrics.jsonl"
-    _truncate_log(log_path, step)
-
-    loader_seed = torch.Generator()
-    dataset = SaliencyPairs(pairs, pre)
-    model.train()
-    clock = TrainingClock(seconds_before)
-    with tqdm(total=total, initial=step, desc=f"train {net}", unit="step") as bar, open(log_path, "a") as log:
-        while step < total:
-            epoch, skip = divmod(step, steps_per_epoch)
-            random.seed(derive_seed(seed, epoch))
-            loader_seed.manual_seed(derive_seed(seed, epoch))
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=loader_seed,
-                                num_workers=cfg.num_workers)
-            lr = lr_at(defaults, epoch, epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            for i, (images, targets) in enumerate(loader):
-                if i < skip:  # resume mid-epoch: same order, batches already done are skipped
-                    continue
-                torch.manual_seed(derive_seed(seed, step))  # dropout: the same draws whether resumed or not
-                loss = model.loss(model(images.to(device)), targets.to(device))
-                if not torch.isfinite(loss):
-                    raise DefFillerError(f"{net}: loss became {loss.item()} at step {step}; lower the learning rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss.item(), "lr": lr}) + "\n")
-                log.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                if step % cfg.checkpoint_every == 0 and step < total:  # at the end model.pt is written instead
-                    _save_checkpoint(checkpoint_path, net, model, optimizer, step, clock.seconds())
-                if step >= total:
-                    break
+    loop = LoopConfig(max_steps=total, batch_size=batch_size, lr=defaults.lr, weight_decay=weight_decay,
+                      checkpoint_every=cfg.checkpoint_every, num_workers=cfg.num_workers,
+                      device="cpu" if device.type == "cpu" else "auto")
+    run = train(DetectorTask(model, pre, epochs, steps_per_epoch), SaliencyPairs(pairs, pre), loop, out, seed=seed,
+                resume=resume, desc=f"train {net}")
     with atomic_path(weights) as tmp:
         torch.save({"net": net, "model": model.state_dict(), "preprocess": asdict(pre)}, tmp)
     write_json(out / "summary.json", {
-        "net": net, "steps": step, "epochs_planned": epochs, "steps_per_epoch": steps_per_epoch,
+        "net": net, "steps": run["step"], "epochs_planned": epochs, "steps_per_epoch": steps_per_epoch,
         "train_pairs": len(pairs), "batch_size": batch_size, "optimizer": defaults.optimizer, "lr": defaults.lr,
         "weight_decay": weight_decay, "schedule": defaults.schedule, "preprocess": asdict(pre),
         "backbone": backbone.describe() if backbone else "none: trained from scratch (no ImageNet weights given)",
         "backbone_sha256": backbone.sha256 if backbone else None,
-        "parameters": sum(p.numel() for p in model.parameters()), "device": str(device), "seed": seed,
-        SUMMARY_KEY: clock.seconds(),
+        "parameters": sum(p.numel() for p in model.parameters()), "device": run["device"], "seed": seed,
+        SUMMARY_KEY: run[SUMMARY_KEY],
     })
-    checkpoint_path.unlink(missing_ok=True)  # the optimiser state is large (3x the weights for Adam)
+    shutil.rmtree(out / CHECKPOINTS)  # the optimiser state is large (3x the weights for Adam)
     return weights
 
 
@@ -231,24 +209,3 @@ def backbone_file(net: str, value: str | None, download: bool = False):
     if arch is None:
         raise DefFillerError(f"{net} has no pretrained backbone; remove its entry from detect.backbone_weights")
     return torchvision_file(arch, str(value), download)
-
-
-def _save_checkpoint(path: Path, net: str, model, optimizer, step: int, seconds: float | None) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"net": net, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    SUMMARY_KEY: seconds}, tmp)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep only the log lines up to `step` (a crashed run may have logged steps after its last checkpoint)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and _step_of(line) <= step]
-    write_text(path, "".join(line + "\n" for line in kept))
-
-
-def _step_of(line: str) -> float:
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf  # a line cut off by a crash
