@@ -13,12 +13,13 @@ from deffiller.baselines.dfmgan.data import PairSampler, WindowSampler, clean_wi
 from deffiller.baselines.dfmgan.generate import generate_dfmgan
 from deffiller.baselines.dfmgan.layers import ModulatedConv2d, upsample2d, fir_kernel
 from deffiller.baselines.dfmgan.model import build_discriminator, build_generator, build_match_discriminator, load_state
-from deffiller.baselines.dfmgan.train import stage2_trainer, train_dfmgan
-from deffiller.baselines.dfmgan.trainer import Trainer
+from deffiller.baselines.dfmgan.train import fit, stage2_task, train_dfmgan
+from deffiller.baselines.dfmgan.trainer import DFMGANTask
 from deffiller.cli import main
 from deffiller.config import load_profile
 from deffiller.data.layout import load_pairs
 from deffiller.errors import DefFillerError
+from deffiller.training.loop import checkpoint_dirs
 from deffiller.utils.io import read_image
 
 
@@ -118,27 +119,27 @@ def _changed(before, module):
     return {k for k, v in module.named_parameters() if not torch.equal(before[k], v)}
 
 
-def test_stage1_step_trains_generator_and_discriminator(cfg, synth_dataset):
+def test_stage1_step_trains_generator_and_discriminator(cfg, synth_dataset, tmp_path):
     torch.manual_seed(4)
     reals, described = stage1_sampler(load_pairs(synth_dataset), "all_images", cfg.resolution, 64, 4)
     assert isinstance(reals, WindowSampler) and described.startswith("all_images")
     G, D = build_generator(cfg, defect=False), build_discriminator(cfg)
-    trainer = Trainer(G, D, cfg, reals)
+    task = DFMGANTask(G, D, cfg)
     g0, d0 = _params(G), _params(D)
-    logs = trainer.train_step()  # step 0 runs the lazy PL and R1 phases too
+    logs = fit(task, reals, 1, tmp_path, 0, False, "stage 1", progress=False)  # step 0 runs the lazy PL and R1 phases too
     assert {"loss_G", "pl_penalty", "loss_D", "r1_D"} <= set(logs)
     assert _changed(g0, G) == set(g0) and _changed(d0, D) == set(d0)
-    assert trainer.step == 1
+    assert json.loads((tmp_path / "run_summary.json").read_text())["step"] == 1
 
 
-def test_stage2_step_trains_only_defect_parts(cfg, synth_dataset):
+def test_stage2_step_trains_only_defect_parts(cfg, synth_dataset, tmp_path):
     torch.manual_seed(5)
     stage1 = {"G_ema": build_generator(cfg, defect=False).state_dict(), "D": build_discriminator(cfg).state_dict()}
     pairs = [p for p in load_pairs(synth_dataset) if p.label == "scratches"]
-    trainer = stage2_trainer(cfg, stage1, PairSampler(pairs, cfg.resolution), torch.device("cpu"))
-    G, D, Dm = trainer.G, trainer.D, trainer.d_match
+    task = stage2_task(cfg, stage1, torch.device("cpu"))
+    G, D, Dm = task.G, task.D, task.d_match
     g0, d0, m0 = _params(G), _params(D), _params(Dm)
-    logs = trainer.train_step()
+    logs = fit(task, PairSampler(pairs, cfg.resolution), 1, tmp_path, 0, False, "stage 2", progress=False)
     assert {"loss_G_match", "loss_ms", "pl_penalty", "loss_D_match", "r1_D_match"} <= set(logs)
     defect = {k for k in g0 if k.startswith(("defect_mapping.", "synthesis.defect_blocks."))}
     assert defect and _changed(g0, G) == defect  # the backbone is bit-identical
@@ -163,25 +164,25 @@ def test_interrupted_training_resumes_bit_exactly(tmp_path, synth_dataset, monke
     kwargs = dict(data=synth_dataset, classes=["patches"], progress=False)
     straight = train_dfmgan(profile, out_dir=tmp_path / "straight", **kwargs)
 
-    original = Trainer.train_step
+    original = DFMGANTask.training_step
     crash_at = {False: 3, True: 1}  # stage 1 dies before its 4th step, stage 2 before its 2nd
 
-    def crashing(self):
-        if self.step == crash_at.get(self.defect):
+    def crashing(self, model, batch, generator, step, update):
+        if step == crash_at.get(self.defect):
             crash_at.pop(self.defect)
             raise KeyboardInterrupt
-        return original(self)
+        return original(self, model, batch, generator, step, update)
 
-    monkeypatch.setattr(Trainer, "train_step", crashing)
+    monkeypatch.setattr(DFMGANTask, "training_step", crashing)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         train_dfmgan(profile, out_dir=out, **kwargs)
-    assert (out / "stage1" / "checkpoint.pt").is_file() and not (out / "stage1" / "model.pt").exists()
+    assert checkpoint_dirs(out / "stage1") and not (out / "stage1" / "model.pt").exists()
     with pytest.raises(DefFillerError, match="--resume"):
         train_dfmgan(profile, out_dir=out, **kwargs)
     with pytest.raises(KeyboardInterrupt):
         train_dfmgan(profile, out_dir=out, resume=True, **kwargs)
-    assert (out / "patches" / "checkpoint.pt").is_file()
+    assert checkpoint_dirs(out / "patches")
     resumed = train_dfmgan(profile, out_dir=out, resume=True, **kwargs)
 
     assert not crash_at and resumed["classes"] == straight["classes"] == ["patches"]
@@ -193,11 +194,11 @@ def test_interrupted_training_resumes_bit_exactly(tmp_path, synth_dataset, monke
                 assert torch.equal(value, got[file][net][key]), f"{file} {net}.{key}"
     for run in ("stage1", "patches"):
         assert _losses(out / run / "metrics.jsonl") == _losses(tmp_path / "straight" / run / "metrics.jsonl")
-    assert not list(out.rglob("checkpoint.pt"))
+    assert not list(out.rglob("checkpoints"))
 
 
 def test_changed_settings_refuse_an_existing_model_folder(tmp_path, synth_dataset, monkeypatch):
-    monkeypatch.setattr(Trainer, "train_step", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(DFMGANTask, "training_step", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         train_dfmgan(_tiny(), data=synth_dataset, out_dir=tmp_path, progress=False)
     with pytest.raises(DefFillerError, match="other dfmgan settings"):
@@ -227,7 +228,7 @@ def test_cli_train_records_stage1_source_and_classes(trained):
     meta = json.loads((trained / "dfmgan.json").read_text())
     assert meta["classes"] == ["inclusion", "scratches"]
     assert meta["stage1"]["source"].startswith("clean_crops")
-    assert (trained / "stage1" / "model.pt").is_file() and not list(trained.rglob("checkpoint.pt"))
+    assert (trained / "stage1" / "model.pt").is_file() and not list(trained.rglob("checkpoints"))
     lines = (trained / "inclusion" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
 

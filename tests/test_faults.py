@@ -299,16 +299,18 @@ def test_detector_resume_from_a_damaged_or_foreign_checkpoint(data, tmp_path, ca
 
 def test_dfmgan_resume_from_another_config_is_named(tmp_path):
     from deffiller.baselines.dfmgan.config import DFMGANConfig
-    from deffiller.baselines.dfmgan.model import build_discriminator, build_generator, save_state
+    from deffiller.baselines.dfmgan.model import build_discriminator, build_generator
     from deffiller.baselines.dfmgan.train import fit
-    from deffiller.baselines.dfmgan.trainer import Trainer
+    from deffiller.baselines.dfmgan.trainer import DFMGANTask
     from deffiller.config import load_profile
     from deffiller.errors import DefFillerError
 
-    def trainer(**change):
+    def task(**change):
         cfg = load_profile("tiny", {f"dfmgan.{k}": v for k, v in change.items()}).section(DFMGANConfig).check()
-        return Trainer(build_generator(cfg, defect=False), build_discriminator(cfg), cfg, reals=None)
+        return DFMGANTask(build_generator(cfg, defect=False), build_discriminator(cfg), cfg)
 
-    save_state(tmp_path / "checkpoint.pt", trainer(channel_max=16).state_dict())
-    with pytest.raises(DefFillerError, match=r"checkpoint\.pt: written by another configuration"):
-        fit(trainer(), 2, tmp_path, resume=True, desc="stage1", progress=False)
+    side = task().cfg.resolution
+    reals = [{"image": torch.zeros(1, side, side)}] * 4
+    fit(task(channel_max=16), reals, 1, tmp_path, 0, False, "stage1", progress=False)  # leaves its step-1 checkpoint
+    with pytest.raises(DefFillerError, match=r"step-1: this checkpoint was written by another configuration"):
+        fit(task(), reals, 2, tmp_path, 0, resume=True, desc="stage1", progress=False)

@@ -17,7 +17,7 @@ import deffiller.utils.clock as clock
 from deffiller.baselines.dfmgan.train import fit
 from deffiller.experiments.baselines import training_seconds_tree
 from deffiller.experiments.common import training_seconds
-from deffiller.training.loop import DiffusionTask, LoopConfig, train
+from deffiller.training.loop import DiffusionTask, LoopConfig, checkpoint_dirs, train
 
 STEP_SECONDS = 10.0
 
@@ -69,35 +69,41 @@ def test_the_loop_sums_wall_time_over_resumes(tmp_path, fake_time):
     assert [r["step"] for r in logged] == [5, 6]  # what summing the log's seconds would have counted
 
 
-class FakeGANTrainer:
-    """What `fit` needs of DFMGAN's Trainer: a step counter, one training step, its state."""
+class FakeGANTask(DiffusionTask):
+    """What `fit` needs of a DFMGAN stage: its settings, one optimizer per network, a step of several updates."""
 
     def __init__(self, fake: FakeTime, kill_at_step: int | None = None):
-        self.cfg = SimpleNamespace(log_every=50, checkpoint_every=2, batch=4)
-        self.fake, self.step, self.kill_at_step = fake, 0, kill_at_step
+        super().__init__()
+        self.cfg = SimpleNamespace(log_every=50, checkpoint_every=2, batch=4, lr=0.1, betas=(0.0, 0.99), device="cpu")
+        self.G, self.D = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+        self.fake, self.kill_at_step = fake, kill_at_step
 
-    def train_step(self):
+    def trainable_groups(self):
+        return {"G": list(self.G.parameters()), "D": list(self.D.parameters())}
+
+    def configure_optimizers(self, config):
+        return {name: (torch.optim.Adam(params, lr=config.lr), None) for name, params in self.trainable_groups().items()}
+
+    def training_step(self, model, batch, generator, step, update):
         self.fake.now += STEP_SECONDS
-        if self.step + 1 == self.kill_at_step:
+        if step + 1 == self.kill_at_step:
             raise Killed
-        self.step += 1
+        for name in ("G", "D"):
+            update(getattr(self, name)(batch["x"]).pow(2).mean(), name)
         return {"loss_G": 1.0}
 
-    def state_dict(self):
-        return {"step": self.step}
 
-    def load_state_dict(self, state):
-        self.step = state["step"]
+REALS = [{"x": torch.ones(2)}] * 4
 
 
 def test_dfmgan_stages_record_their_time_and_the_tree_sums_stages_and_classes(tmp_path, fake_time):
     stage1 = tmp_path / "dfmgan" / "stage1"
     with pytest.raises(Killed):
-        fit(FakeGANTrainer(fake_time, kill_at_step=5), 6, stage1, False, "stage 1", progress=False)
-    fit(FakeGANTrainer(fake_time), 6, stage1, True, "stage 1", progress=False)
+        fit(FakeGANTask(fake_time, kill_at_step=5), REALS, 6, stage1, 0, False, "stage 1", progress=False)
+    fit(FakeGANTask(fake_time), REALS, 6, stage1, 0, True, "stage 1", progress=False)
     assert training_seconds(stage1) == 6 * STEP_SECONDS
     for label, steps in (("inclusion", 3), ("patches", 2), ("scratches", 1)):
-        fit(FakeGANTrainer(fake_time), steps, tmp_path / "dfmgan" / label, False, label, progress=False)
+        fit(FakeGANTask(fake_time), REALS, steps, tmp_path / "dfmgan" / label, 0, False, label, progress=False)
     assert training_seconds_tree(tmp_path / "dfmgan") == (6 + 3 + 2 + 1) * STEP_SECONDS
     # the log holds only the steps at log_every and the last: its seconds would undercount
     assert [json.loads(line)["step"] for line in (stage1 / "metrics.jsonl").read_text().splitlines()] == [6]
@@ -121,11 +127,12 @@ def test_a_tree_of_fake_summaries_sums_and_unknown_times_stay_unknown(tmp_path):
 def test_a_checkpoint_without_a_recorded_time_gives_an_unknown_total(tmp_path, fake_time):
     run = tmp_path / "stage"
     with pytest.raises(Killed):
-        fit(FakeGANTrainer(fake_time, kill_at_step=3), 4, run, False, "s", progress=False)
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
+        fit(FakeGANTask(fake_time, kill_at_step=3), REALS, 4, run, 0, False, "s", progress=False)
+    state_file = checkpoint_dirs(run)[-1] / "loop_state.json"
+    state = json.loads(state_file.read_text())
     del state["train_seconds"]
-    torch.save(state, run / "checkpoint.pt")
-    fit(FakeGANTrainer(fake_time), 4, run, True, "s", progress=False)
+    state_file.write_text(json.dumps(state))
+    fit(FakeGANTask(fake_time), REALS, 4, run, 0, True, "s", progress=False)
     assert math.isnan(training_seconds(run))
 
 

@@ -197,7 +197,7 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
         "parameters": sum(p.numel() for p in model.parameters()), "device": run["device"], "seed": seed,
         SUMMARY_KEY: run[SUMMARY_KEY],
     })
-    shutil.rmtree(out / CHECKPOINTS)  # the optimiser state is large (3x the weights for Adam)
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the optimiser state is large (3x the weights for Adam)
     return weights
 
 

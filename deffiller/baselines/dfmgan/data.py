@@ -1,4 +1,4 @@
-"""Real samples for the two stages, drawn with torch's global RNG (so a resumed run draws the same ones).
+"""Real samples for the two stages, as datasets the training loop draws its seeded batches from.
 
 Stage 1 wants defect-free steel, which SD-Saliency-900 lacks: `clean_crops` takes square windows that touch no
 (dilated) defect pixel and resizes them up; `all_images` uses the whole defect images as a steel-texture prior.
@@ -63,22 +63,22 @@ def centre_windows(images: list[np.ndarray]) -> np.ndarray:
     return np.array(rows, dtype=np.int64)
 
 
-class WindowSampler:
-    """Stage-1 reals: random windows of the images, resized to `resolution`; no masks."""
+class WindowSampler(torch.utils.data.Dataset):
+    """Stage-1 reals: windows of the images, resized to `resolution`; {"image": (1,R,R) in [-1,1]}, no masks."""
 
     def __init__(self, images: list[np.ndarray], windows: np.ndarray, resolution: int):
         self.images, self.windows, self.resolution = images, windows, resolution
 
-    def sample(self, n: int, device) -> tuple[torch.Tensor, None]:
-        picks = torch.randint(len(self.windows), (n,)).tolist()
-        crops = []
-        for i, top, left, side in self.windows[picks]:
-            crops.append(to_tensor(resize_gray(self.images[i][top : top + side, left : left + side], self.resolution)))
-        return torch.stack(crops)[:, None].to(device), None
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict:
+        i, top, left, side = self.windows[index]
+        return {"image": to_tensor(resize_gray(self.images[i][top : top + side, left : left + side], self.resolution))[None]}
 
 
-class PairSampler:
-    """Stage-2 reals: one class's images and masks at `resolution`; masks in {-1, 1}."""
+class PairSampler(torch.utils.data.Dataset):
+    """Stage-2 reals: one class's images and masks at `resolution`; {"image", "mask"}, masks in {-1, 1}."""
 
     def __init__(self, pairs: list[Pair], resolution: int):
         loaded = [load_gray_pair(p) for p in pairs]
@@ -89,9 +89,8 @@ class PairSampler:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        picks = torch.randint(len(self.images), (n,))
-        return self.images[picks].to(device), self.masks[picks].to(device)
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index], "mask": self.masks[index]}
 
 
 def stage1_sampler(pairs: list[Pair], source: str, resolution: int, crop_size: int, margin: int) -> tuple[WindowSampler, str]:

@@ -3,7 +3,7 @@
     dfmgan.json            config, data, stage-1 source, finished classes
     stage1/model.pt        G_ema and D of the defect-free backbone
     <class>/model.pt       G_ema with the class's defect mapping and defect blocks
-    */checkpoint.pt        the training state of an unfinished stage (removed when it finishes)
+    */checkpoints/         the training loop's checkpoints of an unfinished stage (removed when it finishes)
     */metrics.jsonl        one line per `log_every` steps
 """
 from __future__ import annotations

@@ -1,19 +1,19 @@
 """`train_dfmgan`: stage 1 (a defect-free StyleGAN2 backbone on steel, shared by all classes), then stage 2
 once per class (defect blocks, mask head and defect mapping on that class's pairs, backbone frozen).
 
-Every stage writes `metrics.jsonl`, atomic checkpoints every `checkpoint_every` steps, and `model.pt` and
-`run_summary.json` (steps, `train_seconds` summed over resumes) when it finishes; finished stages are skipped on a
-rerun and an unfinished one continues with `resume`.
+Every stage trains on the project's loop (`deffiller.training.loop`) in its own folder: `metrics.jsonl`, atomic
+`checkpoints/` every `checkpoint_every` steps (removed when the stage finishes), `run_summary.json` (`train_seconds`
+summed over resumes) and `model.pt`; finished stages are skipped on a rerun and an unfinished one continues with
+`resume`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
+import shutil
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from deffiller.baselines.common import training_set
 from deffiller.baselines.dfmgan.config import DFMGANConfig
@@ -21,92 +21,56 @@ from deffiller.baselines.dfmgan.data import PairSampler, stage1_sampler
 from deffiller.baselines.dfmgan.model import (MANIFEST, STAGE1, build_discriminator, build_generator,
                                               build_match_discriminator, load_state, read_manifest, save_state,
                                               write_manifest)
-from deffiller.baselines.dfmgan.trainer import Trainer
+from deffiller.baselines.dfmgan.trainer import DFMGANTask
 from deffiller.config import Profile
-from deffiller.data.layout import Pair
 from deffiller.errors import DefFillerError
-from deffiller.training.loop import SUMMARY
-from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
+from deffiller.training.loop import CHECKPOINTS, LoopConfig, train
 from deffiller.utils.device import resolve_device
-from deffiller.utils.io import write_json, write_text
+from deffiller.utils.processes import process_count
 from deffiller.utils.seeds import derive_seed
 
 DEFECT_PREFIXES = ("defect_mapping.", "synthesis.defect_blocks.")
 
 
-def _logged_step(line: str) -> int | None:
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return None  # a line cut off by a crash
+def fit(task: DFMGANTask, reals, steps: int, run_dir: Path, seed: int, resume: bool, desc: str,
+        progress: bool = True) -> dict:
+    """Train one stage to `steps` steps of `cfg.batch` reals in `run_dir`; returns its last logged losses."""
+    if process_count() > 1:  # the phases call the networks directly, so accelerate could not all-reduce gradients
+        raise DefFillerError("DFMGAN trains on one process; run `deffiller baseline dfmgan train` without accelerate launch")
+    cfg = task.cfg
+    loop = LoopConfig(max_steps=steps, batch_size=cfg.batch, lr=cfg.lr, adam_betas=cfg.betas,
+                      checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                      device="cpu" if resolve_device(cfg.device).type == "cpu" else "auto")
+    return train(task, reals, loop, run_dir, seed=seed, resume=resume, progress=progress, desc=desc)["last"]
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the lines logged up to the checkpoint being resumed from (later steps will be logged again)."""
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        write_text(path, "".join(line for line in lines if (logged := _logged_step(line)) is not None and logged <= step))
+def _finish(run_dir: Path, state: dict) -> None:
+    """The stage's model, then its checkpoints go (the model supersedes them)."""
+    save_state(run_dir / "model.pt", state)
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
 
 
-def fit(trainer: Trainer, steps: int, run_dir: Path, resume: bool, desc: str, progress: bool = True) -> dict:
-    """Run `trainer` to `steps` steps in `run_dir`, then write its `run_summary.json`; returns the last losses."""
-    cfg, checkpoint, log_path = trainer.cfg, run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    seconds_before = 0.0
-    if checkpoint.is_file():
-        if not resume:
-            raise DefFillerError(f"{checkpoint}: an unfinished run is there; pass --resume to continue it or choose another --out")
-        try:
-            state = load_state(checkpoint)
-            trainer.load_state_dict(state)
-            seconds_before = state.get(SUMMARY_KEY)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise DefFillerError(f"{checkpoint}: written by another configuration ({str(exc).splitlines()[0]}); resume "
-                                 f"with the settings the run was started with, or choose another --out") from exc
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _truncate_log(log_path, trainer.step)
-    logs: dict = {}
-    clock = TrainingClock(seconds_before)
-    with tqdm(total=steps, initial=trainer.step, desc=desc, disable=not progress) as bar, \
-            open(log_path, "a", encoding="utf-8") as log:
-        while trainer.step < steps:
-            started = time.perf_counter()
-            logs = trainer.train_step()
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k.startswith("loss")})
-            if trainer.step % cfg.log_every == 0 or trainer.step == steps:
-                record = {"step": trainer.step, "kimg": trainer.step * cfg.batch / 1000, **logs,
-                          "seconds": round(time.perf_counter() - started, 4)}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            if trainer.step % cfg.checkpoint_every == 0 and trainer.step < steps:
-                save_state(checkpoint, {**trainer.state_dict(), SUMMARY_KEY: clock.seconds()})
-    write_json(run_dir / SUMMARY, {"steps": trainer.step, "batch": cfg.batch, "last": logs,
-                                   SUMMARY_KEY: clock.seconds()})
-    return logs
-
-
-def _stage1(cfg: DFMGANConfig, pairs: list[Pair], run_dir: Path, device, seed: int, resume: bool,
+def _stage1(cfg: DFMGANConfig, pairs, run_dir: Path, device, seed: int, resume: bool,
             progress: bool) -> tuple[str, dict]:
     reals, described = stage1_sampler(pairs, cfg.stage1_source, cfg.resolution, cfg.clean_crop_size,
                                       cfg.clean_crop_margin)
     torch.manual_seed(seed)
     G, D = build_generator(cfg, defect=False).to(device), build_discriminator(cfg).to(device)
-    trainer = Trainer(G, D, cfg, reals, ema_rampup=cfg.ema_rampup)
-    logs = fit(trainer, cfg.steps(cfg.stage1_kimg), run_dir, resume, "dfmgan stage 1", progress)
-    save_state(run_dir / "model.pt", {"G_ema": trainer.G_ema.state_dict(), "D": D.state_dict()})
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    task = DFMGANTask(G, D, cfg, ema_rampup=cfg.ema_rampup)
+    logs = fit(task, reals, cfg.steps(cfg.stage1_kimg), run_dir, seed, resume, "dfmgan stage 1", progress)
+    _finish(run_dir, {"G_ema": task.G_ema.state_dict(), "D": D.state_dict()})
     return described, logs
 
 
-def stage2_trainer(cfg: DFMGANConfig, stage1: dict, reals, device) -> Trainer:
-    """A stage-2 trainer whose backbone and D start from stage 1 (backbone = its EMA generator)."""
+def stage2_task(cfg: DFMGANConfig, stage1: dict, device) -> DFMGANTask:
+    """A stage-2 task whose backbone and D start from stage 1 (backbone = its EMA generator)."""
     G = build_generator(cfg, defect=True)
     missing, unexpected = G.load_state_dict(stage1["G_ema"], strict=False)
     if unexpected or not all(k.startswith(DEFECT_PREFIXES) for k in missing):
         raise DefFillerError(f"the stage-1 model does not fit the dfmgan config (unexpected {unexpected[:3]}); retrain stage 1")
     D = build_discriminator(cfg)
     D.load_state_dict(stage1["D"])
-    return Trainer(G.to(device), D.to(device), cfg, reals, d_match=build_match_discriminator(cfg).to(device))
+    return DFMGANTask(G.to(device), D.to(device), cfg, d_match=build_match_discriminator(cfg).to(device))
 
 
 def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None, classes=None, resume: bool = False,
@@ -145,12 +109,13 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
             lines.append(f"{label}: already trained in {class_dir}, skipped")
             continue
         class_pairs = [p for p in pairs if p.label == label]
-        torch.manual_seed(derive_seed(profile.seed, label))  # per class, whichever classes are trained
-        trainer = stage2_trainer(cfg, stage1, PairSampler(class_pairs, cfg.resolution), device)
+        class_seed = derive_seed(profile.seed, label) % 2**32  # per class, whichever classes are trained
+        torch.manual_seed(class_seed)
+        task = stage2_task(cfg, stage1, device)
         steps = cfg.steps(cfg.stage2_kimg)
-        logs = fit(trainer, steps, class_dir, resume, f"dfmgan stage 2 {label}", progress)
-        save_state(class_dir / "model.pt", {"G_ema": trainer.G_ema.state_dict()})
-        (class_dir / "checkpoint.pt").unlink(missing_ok=True)
+        logs = fit(task, PairSampler(class_pairs, cfg.resolution), steps, class_dir, class_seed, resume,
+                   f"dfmgan stage 2 {label}", progress)
+        _finish(class_dir, {"G_ema": task.G_ema.state_dict()})
         meta["classes"].append(label)
         meta["runs"][label] = {"pairs": len(class_pairs), "steps": steps, "last": logs}
         write_manifest(out_dir, meta)
