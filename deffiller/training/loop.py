@@ -9,7 +9,8 @@ RNG), exact resume, NaN detection and a run summary. A task may override:
 - `configure_optimizers(config)`: named (optimizer, scheduler or None) pairs, e.g. a detector's official SGD and
   per-epoch poly schedule, or one lazily regularised Adam per network of a GAN;
 - `training_step(model, batch, generator, step, update)`: what a step does, e.g. a GAN's phases, each ending in
-  `update(loss, optimizer_name)`; returns the values to log (`loss` is the run's main one);
+  `update(loss, optimizer_name)`; returns the values to log (`loss` is the run's main one). Such a step's phases
+  see each other's updates, so it is meant for gradient_accumulation_steps 1;
 - `checkpoint_extras()`: tensors beyond the trainable parameters that change in training and that a checkpoint must
   hold (BatchNorm statistics, an EMA copy), saved and restored as strictly as the parameters.
 
@@ -41,8 +42,8 @@ Rules that make a resumed run reach the same weights as an uninterrupted one:
   random augmentation in `forward`, not in `__getitem__`).
 
 Checkpoints hold only the trainable parameters and the task's `checkpoint_extras()` (frozen weights come from
-wherever the task built them) and are written as `<out>/checkpoints/step-<n>` via a temporary folder renamed on completion; the last
-`keep_checkpoints` are kept. `<out>/metrics.jsonl` gets one line per logged step; `<out>/run_summary.json`
+wherever the task built them) and are written as `<out>/checkpoints/step-<n>` via a temporary folder renamed on
+completion; the last `keep_checkpoints` are kept. `<out>/metrics.jsonl` gets one line per logged step; `<out>/run_summary.json`
 records config, seed, versions, parameter counts per group, the final status and `train_seconds` (the wall time of
 the whole training, summed over resumes: see `deffiller.utils.clock`).
 """
@@ -80,7 +81,7 @@ TRAINABLE_FILE = "trainable.safetensors"
 
 @dataclass
 class LoopConfig:
-    """Optimisation settings shared by every diffusion model; a model's config section may subclass it."""
+    """Optimisation settings shared by every trained model; a model's config section may subclass it."""
 
     max_steps: int = 30_000
     batch_size: int = 2  # the global batch: per process x processes x gradient_accumulation_steps
