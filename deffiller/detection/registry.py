@@ -1,6 +1,6 @@
 """The detector registry and the contract every saliency detector follows (see `deffiller.detection.nets`).
 
-`@register_detector("minet")` on a builder `build(backbone_weights=None) -> Detector`; `create_detector(name)`
+`@register_detector("minet")` on a detector class (built with no arguments); `create_detector(name)`
 imports `deffiller.detection.nets.<name>` on first use, so a network's module is loaded only when asked for.
 """
 from __future__ import annotations
@@ -74,14 +74,14 @@ _BACKBONES: dict[str, str | None] = {}
 
 
 def register_detector(name: str, backbone: str | None = None):
-    """Decorator registering `build(backbone_weights: str | None = None) -> Detector` under `name`; `backbone` names
-    the torchvision model whose ImageNet weights the network's `load_backbone` takes (None: no pretrained backbone)."""
+    """Class decorator registering a `Detector` under `name`; `backbone` names the torchvision model whose ImageNet
+    weights the network's `load_backbone` takes (None: the network has no pretrained backbone)."""
 
-    def decorate(build):
-        if name in _BUILDERS and _BUILDERS[name] is not build:
+    def decorate(cls):
+        if name in _BUILDERS and _BUILDERS[name] is not cls:
             raise ValueError(f"detector {name!r} is registered twice")
-        _BUILDERS[name], _BACKBONES[name] = build, backbone
-        return build
+        _BUILDERS[name], _BACKBONES[name] = cls, backbone
+        return cls
 
     return decorate
 
@@ -116,4 +116,10 @@ def create_detector(name: str, backbone_weights: str | None = None) -> Detector:
     _load(name)
     if name not in _BUILDERS:
         raise DefFillerError(f"unknown detector {name!r}; choose one of {list_detectors()}")
-    return _BUILDERS[name](backbone_weights=backbone_weights)
+    net = _BUILDERS[name]()
+    if backbone_weights is not None:
+        if _BACKBONES[name] is None:
+            raise DefFillerError(f"{name} has no pretrained backbone, so backbone weights {backbone_weights} cannot "
+                                 f"be loaded; leave detect.backbone_weights for {name} unset")
+        net.load_backbone(backbone_weights)
+    return net

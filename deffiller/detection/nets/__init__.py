@@ -2,15 +2,17 @@
 
 The contract every network module follows:
 
-- It defines a subclass of `Detector` (from `deffiller.detection.registry`, re-exported here) and registers a builder:
+- It defines a subclass of `Detector` (from `deffiller.detection.registry`, re-exported here), built with no
+  arguments, and registers it:
 
       @register_detector("minet")
-      def build(backbone_weights: str | None = None) -> Detector: ...
+      class MINet(Detector): ...
 
-  `backbone_weights` is a LOCAL file with ImageNet weights of the backbone (torchvision state dict); None = random
-  init. Networks without a pretrained backbone (MINet) ignore it. A network with one names its torchvision model in
-  `register_detector(name, backbone="vgg16_bn")` and loads such a file in `load_backbone(path)`; training resolves
-  the profile's `detect.backbone_weights` (a torchvision weights name such as IMAGENET1K_V1, or a path) to that file.
+  A network with an ImageNet backbone names its torchvision model (`@register_detector("csepnet",
+  backbone="vgg16_bn")`) and loads a LOCAL file of those weights (torchvision state dict) in `load_backbone(path)`;
+  `create_detector(name, backbone_weights)` calls it, and training resolves the profile's `detect.backbone_weights`
+  (a torchvision weights name such as IMAGENET1K_V1, or a path) to that file. Weights given to a network without a
+  backbone (MINet) are an error.
 - `forward(x)` takes (B,3,H,W) normalised images and returns a list of side-output LOGITS (B,1,H,W), all at the input
   size; the first one is the prediction. No sigmoid inside the network.
 - `loss(outputs, target)` takes that list and the target (B,1,H,W) float in {0,1} and returns a scalar. Anything

@@ -179,6 +179,7 @@ _OFFICIAL_RENAMES = [  # (pattern, replacement) applied in order to every offici
 ]
 
 
+@register_detector("csepnet", backbone="vgg16_bn")
 class CSEPNet(Detector):
     preprocess = Preprocess(train_size=256, crop_size=None, test_size=256, hflip=True, rotation=10.0,
                             color_jitter=0.1, resize_back="nearest")
@@ -229,12 +230,3 @@ class CSEPNet(Detector):
     def loss(self, outputs, target):
         return sum(bce_loss(o, target) + iou_loss(o, target) + ssim_loss(o, target)
                    + consistency_enhanced_loss(o, target) for o in outputs)
-
-
-@register_detector("csepnet", backbone="vgg16_bn")
-def build(backbone_weights: str | None = None) -> CSEPNet:
-    """CSEPNet; `backbone_weights` = a local torchvision vgg16_bn ImageNet state dict (None = random init)."""
-    net = CSEPNet()
-    if backbone_weights is not None:
-        net.load_backbone(backbone_weights)
-    return net

@@ -53,6 +53,7 @@ def _upsample(x, size):
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
+@register_detector("minet")
 class MINet(Detector):
     preprocess = Preprocess(train_size=368, crop_size=336, test_size=368, mean=(0.4669,) * 3, std=(0.2437,) * 3,
                             divide_by_max=True, minmax_output=True)
@@ -110,9 +111,3 @@ class MINet(Detector):
             else:
                 renamed[f"{module}.interact.{param}"] = torch.cat([t.reshape(1, *t.shape[1:]) for t in stacked])
         return renamed
-
-
-@register_detector("minet")
-def build(backbone_weights: str | None = None) -> MINet:
-    """MINet has no ImageNet backbone: it is always trained from scratch and `backbone_weights` is not used."""
-    return MINet()

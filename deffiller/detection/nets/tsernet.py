@@ -157,6 +157,7 @@ _OFFICIAL_RENAMES = [  # (pattern, replacement) applied in order to every offici
 ]
 
 
+@register_detector("tsernet", backbone="resnet34")
 class TSERNet(Detector):
     preprocess = Preprocess(train_size=256, crop_size=224, test_size=256, divide_by_max=True, minmax_output=True)
     # train.py: Adam, no weight decay. Neither the repo (epoch_num is a placeholder) nor DefFiller's Table 4 gives the
@@ -264,12 +265,3 @@ def mask_edges(mask: torch.Tensor, width: int = 1) -> torch.Tensor:
     dilated = F.max_pool2d(mask, kernel, 1, width)
     eroded = -F.max_pool2d(-mask, kernel, 1, width)
     return dilated - eroded
-
-
-@register_detector("tsernet", backbone="resnet34")
-def build(backbone_weights: str | None = None) -> TSERNet:
-    """TSERNet; `backbone_weights` = a local torchvision resnet34 ImageNet state dict (None = random init)."""
-    net = TSERNet()
-    if backbone_weights is not None:
-        net.load_backbone(backbone_weights)
-    return net
