@@ -31,7 +31,7 @@ def register(parser):
     predict.add_argument("--images", required=True, help="folder of images")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--batch-size", type=int, default=8)
-    predict.add_argument("--device", default="cpu", help="cpu | cuda")
+    predict.add_argument("--device", default="auto", help="auto (this process's GPU if there is one) | cpu | cuda")
     predict.set_defaults(func=_predict)
 
     evaluate = sub.add_parser("eval", help="S-measure, MAE, max E, max F (and mean F, weighted F) of a map folder")
