@@ -157,3 +157,23 @@ def test_killed_two_process_training_resumes(single, workdir, profile, data):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["status"] == "done" and summary["resumed_from"] == int(done[-1].name.split("-")[1])
     _assert_same_weights(single, out)
+
+
+def test_two_processes_train_a_detector_and_adabldm(workdir, profile, data):
+    """The detectors' and AdaBLDM's tasks run on 2 processes too: each run finishes, the global batch is split, and
+    one process writes (a second writer would trip the atomic renames or duplicate log lines)."""
+    detector = workdir / "minet2"
+    _run2(["detect", "train", "--net", "minet", "--train", str(data), "--out", str(detector), "--profile",
+           str(profile), "--max-steps", "2", "--set", "detect.batch_size=2"], workdir / "minet2.log")
+    summary = json.loads((detector / "run_summary.json").read_text())
+    assert summary["status"] == "done" and summary["processes"] == 2 and summary["config"]["batch_size"] == 2
+    assert [json.loads(line)["step"] for line in (detector / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (detector / "model.pt").is_file() and not (detector / "checkpoints").exists()
+
+    adabldm = workdir / "adabldm2"
+    _run2(["baseline", "adabldm", "train", "--profile", str(profile), "--data", str(data), "--out", str(adabldm),
+           "--class", "inclusion"], workdir / "adabldm2.log")
+    manifest = json.loads((adabldm / "adabldm.json").read_text())
+    assert manifest["classes"] == ["inclusion"]
+    assert (adabldm / "inclusion" / "controlnet" / "config.json").is_file()
+    assert len(list((adabldm / "inclusion" / "backgrounds").iterdir())) == manifest["runs"]["inclusion"]["backgrounds"]
