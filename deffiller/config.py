@@ -76,6 +76,7 @@ class Profile:
     data: DataConfig = field(default_factory=DataConfig)
     raw: dict = field(default_factory=dict, repr=False)
     overrides: dict = field(default_factory=dict)  # dotted key -> value, as given to load_profile
+    source: str = ""  # the YAML file it was read from
 
     @property
     def folder_name(self) -> str:
@@ -175,6 +176,7 @@ def load_profile(name_or_path: str | os.PathLike = "tiny", overrides: dict | Non
         data=build(DataConfig, raw.pop("data", {}), f"{name}.data"),
         raw=raw,
         overrides=dict(overrides or {}),
+        source=str(path.resolve()),
     )
     overridden = {key.split(".")[0] for key in profile.overrides}
     for cls in sections:

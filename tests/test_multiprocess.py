@@ -177,3 +177,31 @@ def test_two_processes_train_a_detector_and_adabldm(workdir, profile, data):
     assert manifest["classes"] == ["inclusion"]
     assert (adabldm / "inclusion" / "controlnet" / "config.json").is_file()
     assert len(list((adabldm / "inclusion" / "backgrounds").iterdir())) == manifest["runs"]["inclusion"]["backgrounds"]
+
+
+def test_notebook_generation_on_two_processes_writes_the_files_of_one(single, workdir, profile, data, monkeypatch,
+                                                                      capsys):
+    """`run_all.sh --processes 2`: the notebooks' generation runs as `accelerate launch -m deffiller generate` with the
+    notebook's profile and overrides, and writes what the in-process call writes."""
+    from deffiller.config import load_profile, parse_settings
+    from deffiller.experiments import generation
+    from deffiller.experiments.launch import profile_args
+
+    loaded = load_profile(profile, {"sample.batch_size": 2, "sample.steps": 2})
+    assert parse_settings([a.removeprefix("--set=") for a in profile_args(loaded)[2:]]) == loaded.overrides
+    root = workdir / "notebook"
+    root.mkdir()
+    (root / "deffiller_scratch").symlink_to(single)
+    masks = data / "Ground truth"
+    monkeypatch.setenv("DEFFILLER_PROCESSES", "1")
+    one = generation.generate(loaded, "scratch", masks, "one", root=root)
+    assert "images generated" not in capsys.readouterr().out  # in the kernel: no command ran
+    for key, value in {"DEFFILLER_PROCESSES": "2", "PYTHONPATH": str(REPO_ROOT), "CUDA_VISIBLE_DEVICES": "",
+                       "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    two = generation.generate(loaded, "scratch", masks, "two", root=root)
+    assert capsys.readouterr().out.count("images generated") == 1  # `deffiller generate`, launched, reported once
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert len(files) == 13 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name

@@ -108,16 +108,19 @@ def test_overrides_reach_the_notebooks_and_their_own_folders(tmp_path, monkeypat
                                        "from deffiller.reporting.outputs import Outputs\n"
                                        "profile = load_profile(PROFILE, OVERRIDES)\n"
                                        "outputs = Outputs(profile, '01')\n"
-                                       "outputs.table('t', pd.DataFrame("
-                                       "{'guidance': [profile.section(SampleConfig).guidance]}))\n"
+                                       "from deffiller.utils.processes import requested_processes\n"
+                                       "outputs.table('t', pd.DataFrame({'guidance': "
+                                       "[profile.section(SampleConfig).guidance], 'processes': [requested_processes()]}))\n"
                                        "outputs.finish()\n")]
     cells[0].metadata["tags"] = ["parameters"]
     kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=kernel), notebooks / "01_a.ipynb")
 
-    assert runner.main(["--profile", "tiny", "--notebooks", str(notebooks), "--set", "sample.guidance=5"]) == 0
+    monkeypatch.delenv("DEFFILLER_PROCESSES", raising=False)
+    assert runner.main(["--profile", "tiny", "--notebooks", str(notebooks), "--set", "sample.guidance=5",
+                        "--processes", "2"]) == 0
     changed = [p for p in (tmp_path / "figures").iterdir() if p.name.startswith("tiny-set-")]
     assert len(changed) == 1 and not (tmp_path / "figures" / "tiny").exists()
-    assert float((changed[0] / "t.csv").read_text().splitlines()[1]) == 5
+    assert (changed[0] / "t.csv").read_text().splitlines()[1].split(",") == ["5", "2"]  # --processes reaches the kernel
     provenance = json.loads((changed[0] / "provenance_01.json").read_text())
     assert provenance["overrides"] == {"sample.guidance": 5}

@@ -13,12 +13,14 @@ from deffiller.data.layout import MASK_DIRS
 from deffiller.experiments.common import (NOTE, ExperimentsConfig, eval_set, example_names, example_rows, fid_frame,
                                           fid_row, floor_row, mask_row, training_seconds)
 from deffiller.experiments.data import start
+from deffiller.experiments.launch import launch, requested_processes
 from deffiller.pipelines.deffiller import SampleConfig
 from deffiller.pipelines.generate import generate_from_masks
 from deffiller.reporting.figures import image_grid
 from deffiller.reporting.outputs import Outputs
 from deffiller.reporting.paper import paper_table
 from deffiller.training.deffiller import train_deffiller
+from deffiller.training.loop import SUMMARY
 
 NO_ADAPTATION = "no adaptation"  # Table 1's first row: the prior sampled as loaded
 
@@ -38,9 +40,13 @@ def train(profile: Profile, source, init: str, adapted: bool = True, root: Path 
     """Train (or finish, or reuse) DefFiller from `init` on all pairs of the dataset, as the official code does, or on
     the train rows of the manifest `train_split` only; the run lives under `root` (default: the profile's outputs).
     Not `adapted`: zero training steps, the prior as loaded (with its new mask encoder) saved as a pipeline."""
-    return train_deffiller(profile, init, model_run(profile, init, adapted, root), data=source.root,
-                           train_manifest=train_split, resume=True, progress=False,
-                           overrides=None if adapted else {"max_steps": 0})
+    out = model_run(profile, init, adapted, root)
+    if adapted and requested_processes() > 1:
+        split = ["--train-split", str(train_split)] if train_split else []
+        launch(profile, ["train", "--init", init, "--out", str(out), "--data", str(source.root), *split, "--resume"])
+        return json.loads((out / SUMMARY).read_text())
+    return train_deffiller(profile, init, out, data=source.root, train_manifest=train_split, resume=True,
+                           progress=False, overrides=None if adapted else {"max_steps": 0})
 
 
 def generate(profile: Profile, init: str, masks: Path, name: str, guidance: float | None = None,
@@ -48,6 +54,11 @@ def generate(profile: Profile, init: str, masks: Path, name: str, guidance: floa
     """The images of the model trained from `init` under `root` for `masks`, into `<root>/generated/<name>`."""
     cfg = profile.section(SampleConfig)
     out = generated(profile, name, root)
+    if requested_processes() > 1:
+        launch(profile, ["generate", "--model", str(model_run(profile, init, adapted, root)), "--masks", str(masks),
+                         "--out", str(out), "--guidance", str(cfg.guidance if guidance is None else guidance),
+                         "--seed", str(profile.seed if seed is None else seed)])
+        return out
     generate_from_masks(model_run(profile, init, adapted, root), masks, out,
                         guidance=cfg.guidance if guidance is None else guidance, steps=cfg.steps,
                         seed=profile.seed if seed is None else seed, scheduler=cfg.scheduler,
@@ -140,4 +151,4 @@ def guidance_sweep(profile: Profile, init: str | None = None) -> Outputs:
 
 
 def run_summary(profile: Profile, init: str) -> dict:
-    return json.loads((model_run(profile, init) / "run_summary.json").read_text())
+    return json.loads((model_run(profile, init) / SUMMARY).read_text())

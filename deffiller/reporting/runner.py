@@ -25,6 +25,7 @@ import yaml
 from deffiller.config import DEFAULT_PROFILE, PROFILES, REPO_ROOT, configs_dir, load_profile, parse_settings
 from deffiller.data.layout import DATASET_DIR
 from deffiller.utils.io import remove_stale_temps, write_json
+from deffiller.utils.processes import PROCESSES_ENV
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -174,9 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change one setting for every notebook (repeatable, VALUE is YAML); the run writes to "
                              "outputs/ and figures/ folders of its own, <profile>-set-<digest>")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="run the notebooks' DefFiller training and generation on N processes (accelerate launch: "
+                             "one per GPU); results are those of one process")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, metavar="DIR",
                         help="folder of the numbered notebooks (default: the repository's notebooks/)")
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes: 1 or more")
+    os.environ[PROCESSES_ENV] = str(args.processes)  # read by the kernels (deffiller.experiments.launch)
     only = [n.strip().zfill(2) for n in args.only.split(",")] if args.only else None
     start = args.start.zfill(2) if args.start else None
     results = run_all(args.profile, only, start, args.force, args.keep_going, args.timeout, args.notebooks,

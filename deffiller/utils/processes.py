@@ -18,6 +18,18 @@ from __future__ import annotations
 
 import os
 
+from deffiller.errors import DefFillerError
+
+PROCESSES_ENV = "DEFFILLER_PROCESSES"  # run_all.sh --processes N: the notebooks' heavy steps on N processes
+
+
+def requested_processes() -> int:
+    """How many processes the notebooks' heavy steps use: `$DEFFILLER_PROCESSES`, default 1 (in the kernel)."""
+    value = os.environ.get(PROCESSES_ENV, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise DefFillerError(f"${PROCESSES_ENV}={value!r}: give a whole number of processes, 1 or more")
+    return int(value)
+
 
 def process_count() -> int:
     """The number of processes of this job (`WORLD_SIZE`, set by accelerate launch and torchrun), 1 for a plain run."""

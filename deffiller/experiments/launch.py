@@ -1,0 +1,34 @@
+"""The notebooks' heavy steps on several processes: with `$DEFFILLER_PROCESSES` above 1 (`run_all.sh --processes N`),
+DefFiller's training and generation run as `accelerate launch -m deffiller train|generate ...`, the command a user
+would type, with the notebook's profile and overrides, instead of inside the notebook's kernel. Generation writes the
+files of the in-process call byte for byte; training is the same experiment (the profile's global batch, split
+across the processes)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from deffiller.config import Profile
+from deffiller.errors import DefFillerError
+from deffiller.utils.processes import requested_processes
+
+
+def profile_args(profile: Profile) -> list[str]:
+    """`--profile` and `--set` options that make a command load exactly `profile` (same outputs folder)."""
+    sets = [f"--set={key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for key, value in profile.overrides.items()]
+    return ["--profile", profile.source, *sets]
+
+
+def launch(profile: Profile, args: list[str]) -> None:
+    """Run `deffiller <args>` with `profile` on `requested_processes()` processes under accelerate launch."""
+    processes = requested_processes()
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "-m", "deffiller", *args, *profile_args(profile)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(done.stdout[-2000:], end="")
+    if done.returncode != 0:
+        raise DefFillerError(f"`deffiller {' '.join(args)}` on {processes} processes failed (exit {done.returncode}); "
+                             f"the end of its output is above")
