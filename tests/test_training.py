@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from deffiller.errors import DefFillerError
-from deffiller.training.loop import (DiffusionTask, LoopConfig, StepBatches, TrainingDiverged, checkpoint_dirs,
+from deffiller.training.loop import (TrainingTask, LoopConfig, StepBatches, TrainingDiverged, checkpoint_dirs,
                                      step_generator, train)
 
 
-class Regression(DiffusionTask):
+class Regression(TrainingTask):
     """A frozen feature layer and a trained head; noise from the step generator."""
 
     def __init__(self, fail_at_call: int | None = None, nan: bool = False, noise: float = 0.1):

@@ -17,7 +17,7 @@ import deffiller.utils.clock as clock
 from deffiller.baselines.dfmgan.train import fit
 from deffiller.experiments.baselines import training_seconds_tree
 from deffiller.experiments.common import training_seconds
-from deffiller.training.loop import DiffusionTask, LoopConfig, checkpoint_dirs, train
+from deffiller.training.loop import TrainingTask, LoopConfig, checkpoint_dirs, train
 
 STEP_SECONDS = 10.0
 
@@ -41,7 +41,7 @@ def fake_time(monkeypatch):
     return fake
 
 
-class LinearTask(DiffusionTask):
+class LinearTask(TrainingTask):
     def __init__(self, fake: FakeTime, kill_at_call: int | None = None):
         super().__init__()
         self.layer, self.fake, self.calls, self.kill_at_call = torch.nn.Linear(2, 1), fake, 0, kill_at_call
@@ -69,7 +69,7 @@ def test_the_loop_sums_wall_time_over_resumes(tmp_path, fake_time):
     assert [r["step"] for r in logged] == [5, 6]  # what summing the log's seconds would have counted
 
 
-class FakeGANTask(DiffusionTask):
+class FakeGANTask(TrainingTask):
     """What `fit` needs of a DFMGAN stage: its settings, one optimizer per network, a step of several updates."""
 
     def __init__(self, fake: FakeTime, kill_at_step: int | None = None):

@@ -115,7 +115,7 @@ def predict_maps(model: Detector, grays: list[np.ndarray], batch_size: int = 8, 
             yield output_map(logits, pre, gray.shape)
 
 
-def predict_folder(net: str, weights, images, out, batch_size: int = 8, device: str = "cpu") -> list[Path]:
+def predict_folder(net: str, weights, images, out, batch_size: int = 8, device: str = "auto") -> list[Path]:
     """Write `<out>/<stem>.png` for every image of a folder (or list of paths); returns the written paths. Under
     `accelerate launch` the batches are shared out between the processes."""
     paths = list(images) if isinstance(images, (list, tuple)) else images_in(images)

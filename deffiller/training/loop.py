@@ -130,9 +130,6 @@ class TrainingTask(torch.nn.Module):
         return {}
 
 
-DiffusionTask = TrainingTask  # the name the diffusion models' tasks were written against
-
-
 def persistent_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The buffers of `module` its state dict holds (running statistics, tracked means), by state-dict name."""
     params = {name for name, _ in module.named_parameters()}
@@ -491,5 +488,5 @@ def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: i
     accelerator.wait_for_everyone()
 
 
-__all__ = ["DiffusionTask", "LoopConfig", "StepBatches", "TrainingDiverged", "TrainingTask", "checkpoint_dirs",
+__all__ = ["LoopConfig", "StepBatches", "TrainingDiverged", "TrainingTask", "checkpoint_dirs",
            "parameter_counts", "persistent_buffers", "step_generator", "train"]
