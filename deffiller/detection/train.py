@@ -33,6 +33,7 @@ from deffiller.training.loop import CHECKPOINTS, LoopConfig, TrainingTask, check
 from deffiller.utils.clock import SUMMARY_KEY
 from deffiller.utils.device import resolve_device
 from deffiller.utils.io import atomic_path, read_image, write_json
+from deffiller.utils.processes import is_main_process, wait_for_everyone
 
 
 @dataclass
@@ -186,18 +187,20 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
                       device="cpu" if device.type == "cpu" else "auto")
     run = train(DetectorTask(model, pre, epochs, steps_per_epoch), SaliencyPairs(pairs, pre), loop, out, seed=seed,
                 resume=resume, desc=f"train {net}")
-    with atomic_path(weights) as tmp:
-        torch.save({"net": net, "model": model.state_dict(), "preprocess": asdict(pre)}, tmp)
-    write_json(out / "summary.json", {
-        "net": net, "steps": run["step"], "epochs_planned": epochs, "steps_per_epoch": steps_per_epoch,
-        "train_pairs": len(pairs), "batch_size": batch_size, "optimizer": defaults.optimizer, "lr": defaults.lr,
-        "weight_decay": weight_decay, "schedule": defaults.schedule, "preprocess": asdict(pre),
-        "backbone": backbone.describe() if backbone else "none: trained from scratch (no ImageNet weights given)",
-        "backbone_sha256": backbone.sha256 if backbone else None,
-        "parameters": sum(p.numel() for p in model.parameters()), "device": run["device"], "seed": seed,
-        SUMMARY_KEY: run[SUMMARY_KEY],
-    })
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the optimiser state is large (3x the weights for Adam)
+    if is_main_process():  # under accelerate launch every process trained the same weights; one writes them
+        with atomic_path(weights) as tmp:
+            torch.save({"net": net, "model": model.state_dict(), "preprocess": asdict(pre)}, tmp)
+        write_json(out / "summary.json", {
+            "net": net, "steps": run["step"], "epochs_planned": epochs, "steps_per_epoch": steps_per_epoch,
+            "train_pairs": len(pairs), "batch_size": batch_size, "optimizer": defaults.optimizer, "lr": defaults.lr,
+            "weight_decay": weight_decay, "schedule": defaults.schedule, "preprocess": asdict(pre),
+            "backbone": backbone.describe() if backbone else "none: trained from scratch (no ImageNet weights given)",
+            "backbone_sha256": backbone.sha256 if backbone else None,
+            "parameters": sum(p.numel() for p in model.parameters()), "device": run["device"], "seed": seed,
+            SUMMARY_KEY: run[SUMMARY_KEY],
+        })
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the optimiser state is large (3x the weights for Adam)
+    wait_for_everyone()
     return weights
 
 
