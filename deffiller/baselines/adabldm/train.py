@@ -110,7 +110,9 @@ def train_adabldm(profile: Profile, data=None, train_manifest=None, base=None, o
                              f"{base_path} at {profile.data.image_size} px; choose another --out")
     lines = [f"AdaBLDM on {described}; base {base_path}; backgrounds: {cfg.background}"]
     if given is None:
-        if not recover_folder(base_path).is_dir():
+        missing = not recover_folder(base_path).is_dir()
+        wait_for_everyone()  # every process has looked before the main one writes the base
+        if missing:
             random_base(profile, pairs, base_path, progress)
         lines.append(f"RANDOM BASE: adabldm.base is null and no --base was given, so {base_path} holds an untrained "
                      "SD-format base of the profile's `model` dimensions (only its VAE learned the training images, as "
