@@ -201,6 +201,27 @@ def test_deffiller_resume_matches_an_uninterrupted_run(tmp_path, tiny_data, monk
     assert not torch.equal(a["conv_in.weight"], initial.conv_in.weight.detach())
 
 
+def test_trainable_all_trains_the_backbone_too(tmp_path, tiny_data):
+    from tiny_deffiller import tiny_profile
+
+    from deffiller.data.layout import load_pairs
+    from deffiller.errors import DefFillerError
+    from deffiller.training.deffiller import train_deffiller
+    from deffiller.training.parts import build_parts
+
+    profile = tiny_profile(tmp_path, **{"train.max_steps": 2, "train.trainable": "all"})
+    summary = train_deffiller(profile, "scratch", tmp_path / "all", data=tiny_data, progress=False)
+    assert set(summary["parameters"]["trainable"]) == {"fusers", "mask_encoder", "downsampler", "conv_in.weight", "backbone"}
+    assert set(summary["parameters"]["frozen"]) == {"vae", "text_encoder"}
+    initial = build_parts(profile, "scratch", load_pairs(tiny_data), progress=False).unet
+    trained = _final_unet(tmp_path / "all")
+    assert not torch.equal(trained["conv_in.bias"], initial.conv_in.bias.detach())
+    assert not torch.equal(trained["up_blocks.1.resnets.0.conv1.weight"], initial.up_blocks[1].resnets[0].conv1.weight.detach())
+    with pytest.raises(DefFillerError, match="train.trainable"):
+        train_deffiller(tiny_profile(tmp_path, **{"train.trainable": "most"}), "scratch", tmp_path / "bad", data=tiny_data,
+                        progress=False)
+
+
 def test_train_then_generate_from_the_command_line(tmp_path, tiny_data):
     import yaml
 

@@ -34,6 +34,7 @@ class TrainConfig(LoopConfig):
     """The official schedule (AdamW 5e-5, 10k warmup, 30k iterations, batch 2) plus DefFiller's data settings."""
 
     SECTION: ClassVar[str] = "train"
+    trainable: str = "official"  # official: the official set (UNet backbone frozen) | all: the backbone trains too
     drop_prob: float = 0.1  # per batch: grounding tokens -> null input (text and downsampler input never dropped)
     hflip: bool = True
     gradient_checkpointing: bool = True
@@ -73,7 +74,15 @@ class DefFillerTask(TrainingTask):
         self.posteriors: dict[tuple[str, bool], torch.Tensor] = {}  # (name, flipped) -> VAE mean and log-variance
 
     def trainable_groups(self):
-        return self.unet.trainable_groups()
+        """The official set; with `trainable: all` (a departure for priors that cannot draw steel yet) the UNet's
+        backbone joins it as a group of its own."""
+        groups = self.unet.trainable_groups()
+        if self.cfg.trainable == "official":
+            return groups
+        if self.cfg.trainable != "all":
+            raise DefFillerError(f"train.trainable: {self.cfg.trainable!r}; use official or all")
+        official = {id(p) for params in groups.values() for p in params}
+        return groups | {"backbone": [p for p in self.unet.parameters() if id(p) not in official]}
 
     def train(self, mode: bool = True):
         super().train(mode)
