@@ -48,6 +48,22 @@ def test_run_seeds_come_from_the_profile_seed_and_are_checked(synth_dataset, tmp
     profile = load_profile("tiny", {"detect.short_training": ["tsrenet"]})
     with pytest.raises(DefFillerError, match=r"detect.short_training: unknown network\(s\) \['tsrenet'\]"):
         substitution(synth_dataset, {}, profile, tmp_path, nets=["minet"])
+    profile = load_profile("tiny", {"detect.max_steps": {"minnet": 5}})
+    with pytest.raises(DefFillerError, match=r"detect.max_steps: unknown network\(s\) \['minnet'\]"):
+        substitution(synth_dataset, {}, profile, tmp_path, nets=["minet"])
+
+
+def test_max_steps_per_network(tmp_path):
+    from deffiller.data.layout import load_pairs
+    from deffiller.detection.train import train_detector
+
+    pairs = load_pairs(synthesize(tmp_path / "real", per_class=2, seed=0))
+    cfg = DetectConfig(max_steps={"minet": 2, "csepnet": 50}, batch_size=2, input_size=64, checkpoint_every=100)
+    train_detector("minet", pairs, tmp_path / "capped", cfg)
+    assert json.loads((tmp_path / "capped" / "summary.json").read_text())["steps"] == 2
+    train_detector("minet", pairs, tmp_path / "uncapped", DetectConfig(max_steps={"csepnet": 1}, epochs=1, batch_size=2,
+                                                                       input_size=64, checkpoint_every=100))
+    assert json.loads((tmp_path / "uncapped" / "summary.json").read_text())["steps"] == 3  # one epoch of 6 pairs
 
 
 def test_substitution_trains_each_row_with_its_seeds_and_caches_each_run(tmp_path):

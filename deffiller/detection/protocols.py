@@ -78,7 +78,8 @@ def substitute_images(pairs: list[Pair], generated_root) -> list[Pair]:
 
 
 def _check_named_nets(cfg: DetectConfig) -> None:
-    for key, named in (("seeds", cfg.seeds), ("short_training", cfg.short_training)):
+    capped = cfg.max_steps if isinstance(cfg.max_steps, dict) else {}
+    for key, named in (("seeds", cfg.seeds), ("short_training", cfg.short_training), ("max_steps", capped)):
         unknown = sorted(set(named) - set(list_detectors()))
         if unknown:
             raise DefFillerError(f"detect.{key}: unknown network(s) {unknown}; known: {list_detectors()}")

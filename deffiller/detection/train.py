@@ -41,7 +41,7 @@ class DetectConfig:
     SECTION: ClassVar[str] = "detect"
     nets: tuple[str, ...] = ("csepnet", "tsernet", "minet")  # networks of the protocols
     epochs: int | None = None  # None = the network's official epochs
-    max_steps: int | None = None  # cap on optimiser steps per run (None = no cap)
+    max_steps: int | dict | None = None  # cap on optimiser steps per run, or net -> cap (None, or a net absent: no cap)
     batch_size: int | None = None  # None = the network's official batch size
     input_size: int | None = None  # None = official sizes; else the network input side (sizes rounded to x32)
     weight_decay: float | None = None  # None = Table 4 (MINet 5e-4 as in the paper; its official code uses 0)
@@ -181,7 +181,8 @@ def train_detector(net: str, pairs: list[Pair], out, cfg: DetectConfig, seed: in
     weight_decay = defaults.weight_decay if cfg.weight_decay is None else cfg.weight_decay
     epochs = cfg.epochs or defaults.epochs
     steps_per_epoch = math.ceil(len(pairs) / batch_size)
-    total = epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, epochs * steps_per_epoch)
+    cap = cfg.max_steps.get(net) if isinstance(cfg.max_steps, dict) else cfg.max_steps
+    total = epochs * steps_per_epoch if cap is None else min(cap, epochs * steps_per_epoch)
     loop = LoopConfig(max_steps=total, batch_size=batch_size, lr=defaults.lr, weight_decay=weight_decay,
                       checkpoint_every=cfg.checkpoint_every, num_workers=cfg.num_workers,
                       device="cpu" if device.type == "cpu" else "auto")
