@@ -33,12 +33,13 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(args, log: Path) -> subprocess.Popen:
-    """`accelerate launch` of `deffiller <args>` on 2 CPU processes, output to `log`, in a session of its own."""
+def _launch(args, log: Path, program=("-m", "deffiller")) -> subprocess.Popen:
+    """`accelerate launch` of `deffiller <args>` (or of `program`) on 2 CPU processes, output to `log`, in a session of
+    its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--num_cpu_threads_per_process", "1", "--main_process_port", str(_port()), "-m", "deffiller", *args]
+               "--num_cpu_threads_per_process", "1", "--main_process_port", str(_port()), *program, *args]
     with open(log, "wb") as fh:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -64,8 +65,8 @@ def _parent(proc_dir: Path) -> int | None:
         return None
 
 
-def _run2(args, log: Path) -> str:
-    proc = _launch(args, log)
+def _run2(args, log: Path, program=("-m", "deffiller")) -> str:
+    proc = _launch(args, log, program)
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
     return log.read_text()
 
@@ -205,3 +206,28 @@ def test_notebook_generation_on_two_processes_writes_the_files_of_one(single, wo
     assert len(files) == 13 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     for name in files:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+def test_two_processes_train_dfmgan_alike_and_resume_exactly(workdir, data):
+    """DFMGAN's phases call its networks directly: the loop averages each phase's gradients and the task the running
+    means it tracks, so both processes end every stage with the same state, and a run crashed in each stage and
+    resumed ends where the straight run does. (Not the weights of one process: a process draws the fakes, style mixing
+    and the minibatch-std groups of its half of the batch, and the mode-seeking loss pairs samples within it.)"""
+    out = workdir / "dfmgan2"
+    _run2([str(data), str(out)], workdir / "dfmgan2.log", program=[str(REPO_ROOT / "tests" / "dfmgan_processes.py")])
+    states = {p.stem: torch.load(p, weights_only=True) for p in (out / "states").iterdir()}
+    assert sorted(states) == [f"{run}-{stage}-rank{r}" for run in ("resumed", "straight")
+                              for stage in ("patches", "stage1") for r in (0, 1)]
+    for stage in ("stage1", "patches"):
+        reference = states[f"straight-{stage}-rank0"]
+        assert any(k.startswith("G_ema.") for k in reference) and "path_length.mean" in reference
+        for other in (f"straight-{stage}-rank1", f"resumed-{stage}-rank0", f"resumed-{stage}-rank1"):
+            assert states[other].keys() == reference.keys()
+            for key, value in reference.items():
+                assert torch.equal(states[other][key], value), f"{other} {key}"
+    for run in ("straight", "resumed"):  # one writer: one line per step, the models, no checkpoints left
+        assert json.loads((out / run / "dfmgan.json").read_text())["classes"] == ["patches"]
+        for stage in ("stage1", "patches"):
+            assert (out / run / stage / "model.pt").is_file() and not (out / run / stage / "checkpoints").exists()
+            steps = [json.loads(line)["step"] for line in (out / run / stage / "metrics.jsonl").read_text().splitlines()]
+            assert steps == [1, 2, 3, 4]
