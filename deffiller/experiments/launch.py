@@ -35,6 +35,7 @@ def launch(profile: Profile | None, args: list[str]) -> None:
     processes under accelerate launch."""
     processes = requested_processes()
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--main_process_port", "0",  # a free port: other jobs on the machine may hold accelerate's 29500
                "-m", "deffiller", *args, *(profile_args(profile) if profile is not None else [])]
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(done.stdout[-2000:], end="")
