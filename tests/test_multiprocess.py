@@ -2,7 +2,9 @@
 
 A step's global batch is cut into processes x accumulation micro-batches, each drawing its noise from its own
 generator, so 2 processes train exactly what 1 process accumulating 2 micro-batches trains; sharded generation writes
-the files one process writes. The launched processes import this checkout (PYTHONPATH) and see no GPU."""
+the files one process writes. DFMGAN, whose processes draw the fakes of their own share, is checked for one state
+across the processes and an exact resume instead. The launched processes import this checkout (PYTHONPATH) and see
+no GPU."""
 from __future__ import annotations
 
 import json
