@@ -12,11 +12,11 @@ import pytest
 from tiny_deffiller import tiny_profile
 
 import deffiller.experiments.baselines as baselines
-import deffiller.experiments.detection as detection
 import deffiller.experiments.generation as generation
 import deffiller.experiments.leakfree as leakfree
 import deffiller.experiments.masks as masks
 import deffiller.experiments.priors as priors
+from deffiller.config import load_profile
 from deffiller.data.splits import read_manifest, training_pairs
 from deffiller.detection.protocols import expansion_pairs, substitution_pairs
 from deffiller.detection.train import DetectConfig
@@ -62,7 +62,7 @@ def recorded(dataset, tmp_path, monkeypatch):
             return Path(args[-2])
         return fake
 
-    def protocol(real_root, generated, profile, out):
+    def protocol(real_root, generated, profile, out, trainer=None):
         calls["detectors"] = {"generated": dict(generated), "out": Path(out)}
         return pd.DataFrame([{"network": net, "method": method, "seed": profile.seed, "S": 0.5 + 0.01 * i, "MAE": 0.1,
                               "maxE": 0.5, "maxF": 0.5, "meanF": 0.4, "wF": 0.4, "n_train": 2, "n_test": 8}
@@ -76,8 +76,7 @@ def recorded(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(priors, "build_sd_like", prior("sd-like prior"))
     monkeypatch.setattr(priors, "build_gligen_like", prior("gligen-like prior"))
     for module, name in ((generation, "generate_from_masks"), (masks, "sample_masks"),
-                         (baselines, "generate_adabldm"), (baselines, "generate_dfmgan"),
-                         (detection, "generate_adabldm")):
+                         (baselines, "generate_adabldm"), (baselines, "generate_dfmgan")):
         monkeypatch.setattr(module, name, lambda *a, **k: {})
     monkeypatch.setattr(leakfree, "expansion", protocol)
     monkeypatch.setattr(leakfree, "substitution", protocol)
@@ -110,6 +109,8 @@ def test_no_generator_sees_a_detector_test_image(recorded, dataset, protocol):
     # the generators start from the stand-in priors rebuilt on the split, not from those of notebook 03
     sd_weights = calls["deffiller"]["profile"].raw["model"]["sd_weights"]
     assert Path(sd_weights) == calls["sd-like prior"]["out"] and Path(sd_weights).is_relative_to(root)
+    own = calls["deffiller"]["profile"]  # what a command launched on several processes loads: this very profile
+    assert load_profile(own.source, own.overrides) == own and own.path("outputs") == profile.path("outputs")
 
     generated = calls["detectors"]["generated"]
     assert set(generated) == methods and all(Path(p).is_relative_to(root) for p in generated.values())

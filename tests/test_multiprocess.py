@@ -2,7 +2,9 @@
 
 A step's global batch is cut into processes x accumulation micro-batches, each drawing its noise from its own
 generator, so 2 processes train exactly what 1 process accumulating 2 micro-batches trains; sharded generation writes
-the files one process writes. The launched processes import this checkout (PYTHONPATH) and see no GPU."""
+the files one process writes. DFMGAN, whose processes draw the fakes of their own share, is checked for one state
+across the processes and an exact resume instead. The launched processes import this checkout (PYTHONPATH) and see
+no GPU."""
 from __future__ import annotations
 
 import json
@@ -33,12 +35,13 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(args, log: Path) -> subprocess.Popen:
-    """`accelerate launch` of `deffiller <args>` on 2 CPU processes, output to `log`, in a session of its own."""
+def _launch(args, log: Path, program=("-m", "deffiller")) -> subprocess.Popen:
+    """`accelerate launch` of `deffiller <args>` (or of `program`) on 2 CPU processes, output to `log`, in a session of
+    its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--num_cpu_threads_per_process", "1", "--main_process_port", str(_port()), "-m", "deffiller", *args]
+               "--num_cpu_threads_per_process", "1", "--main_process_port", str(_port()), *program, *args]
     with open(log, "wb") as fh:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -64,8 +67,8 @@ def _parent(proc_dir: Path) -> int | None:
         return None
 
 
-def _run2(args, log: Path) -> str:
-    proc = _launch(args, log)
+def _run2(args, log: Path, program=("-m", "deffiller")) -> str:
+    proc = _launch(args, log, program)
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
     return log.read_text()
 
@@ -205,3 +208,115 @@ def test_notebook_generation_on_two_processes_writes_the_files_of_one(single, wo
     assert len(files) == 13 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     for name in files:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+def test_two_processes_train_dfmgan_alike_and_resume_exactly(workdir, data):
+    """DFMGAN's phases call its networks directly: the loop averages each phase's gradients and the task the running
+    means it tracks, so both processes end every stage with the same state, and a run crashed in each stage and
+    resumed ends where the straight run does. (Not the weights of one process: a process draws the fakes, style mixing
+    and the minibatch-std groups of its half of the batch, and the mode-seeking loss pairs samples within it.)"""
+    out = workdir / "dfmgan2"
+    _run2([str(data), str(out)], workdir / "dfmgan2.log", program=[str(REPO_ROOT / "tests" / "dfmgan_processes.py")])
+    states = {p.stem: torch.load(p, weights_only=True) for p in (out / "states").iterdir()}
+    assert sorted(states) == [f"{run}-{stage}-rank{r}" for run in ("resumed", "straight")
+                              for stage in ("patches", "stage1") for r in (0, 1)]
+    for stage in ("stage1", "patches"):
+        reference = states[f"straight-{stage}-rank0"]
+        assert any(k.startswith("G_ema.") for k in reference) and "path_length.mean" in reference
+        for other in (f"straight-{stage}-rank1", f"resumed-{stage}-rank0", f"resumed-{stage}-rank1"):
+            assert states[other].keys() == reference.keys()
+            for key, value in reference.items():
+                assert torch.equal(states[other][key], value), f"{other} {key}"
+    for run in ("straight", "resumed"):  # one writer: one line per step, the models, no checkpoints left
+        assert json.loads((out / run / "dfmgan.json").read_text())["classes"] == ["patches"]
+        for stage in ("stage1", "patches"):
+            assert (out / run / stage / "model.pt").is_file() and not (out / run / stage / "checkpoints").exists()
+            steps = [json.loads(line)["step"] for line in (out / run / stage / "metrics.jsonl").read_text().splitlines()]
+            assert steps == [1, 2, 3, 4]
+
+
+
+def _files(root: Path) -> list[Path]:
+    """The files under `root`, checkpoints aside (they hold one RNG state file per process)."""
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
+
+
+def _same_files(one: Path, two: Path) -> None:
+    """The same files, with the same bytes, but for logs and summaries (they hold times) and torch.save files (they
+    hold the name of the temporary file they were written to): their tensors are equal."""
+    files = _files(one)
+    assert files and files == _files(two)
+    for name in files:
+        if name.suffix == ".pt":
+            first, second = (torch.load(root / name, weights_only=True) for root in (one, two))
+            assert _flat(first).keys() == _flat(second).keys(), name
+            assert all(torch.equal(v, _flat(second)[k]) for k, v in _flat(first).items()), name
+        elif name.suffix not in (".json", ".jsonl") or name.name in ("model_index.json", "config.json"):
+            assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+def _flat(state, prefix: str = "") -> dict:
+    """The tensors of a nested dict, by dotted key."""
+    if isinstance(state, dict):
+        return {k: v for key, value in state.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix: state} if isinstance(state, torch.Tensor) else {}
+
+
+def test_notebook_steps_beyond_deffiller_as_commands_on_two_processes(workdir, profile, data, monkeypatch):
+    """`run_all.sh --processes N` runs the mask DDPM's, the baselines' and the protocols' detector steps as the
+    commands `experiments.launch.launch` builds. Run here in the kernel, those commands write the files of the
+    in-process calls; the bulk ones (and the mask DDPM's training), replayed in one launch on 2 processes, write them
+    too, the drawn masks and images byte for byte."""
+    from deffiller.baselines.adabldm.base import random_base
+    from deffiller.config import load_profile
+    from deffiller.data.layout import load_pairs
+    from deffiller.data.synth import synthesize
+    from deffiller.detection.protocols import substitution
+    from deffiller.experiments import baselines, detection, masks
+    from deffiller.experiments.launch import profile_args
+
+    detector_data = synthesize(workdir / "SD-10", per_class=10, seed=0)  # 9:1 split: a test pair per class
+    base = random_base(load_profile(profile), load_pairs(data), workdir / "sd_base", progress=False)
+    loaded = load_profile(profile, {"seed": 3, "model.sd_weights": str(base), "masks.max_steps": 2, "masks.per_class": 1,
+                                    "masks.sample_batch_size": 2, "adabldm.max_steps": 1, "dfmgan.stage1_kimg": 0.008,
+                                    "dfmgan.stage2_kimg": 0.008, "experiments.eval_per_class": 1})
+    commands = []
+
+    def in_kernel(launched_profile, args):  # the command line `launch` runs, on this one process
+        commands.append([*args, *(profile_args(launched_profile) if launched_profile is not None else [])])
+        assert main(commands[-1]) == 0
+
+    for module in (masks, baselines, detection):
+        monkeypatch.setattr(module, "launch", in_kernel)
+
+    def steps(processes: int) -> Path:
+        monkeypatch.setenv("DEFFILLER_PROCESSES", str(processes))
+        root = workdir / f"notebook{processes}"
+        assert masks.new_masks(loaded, data, root)["steps"] == 2
+        baselines.adabldm(loaded, data, root)
+        baselines.adabldm_new(loaded, root)
+        baselines.dfmgan(loaded, data, root)
+        runs = substitution(detector_data, {}, loaded, root / "detection", nets=["minet"],
+                            trainer=detection.detector_trainer(loaded))
+        assert list(runs["method"]) == ["None"] and runs["n_test"].item() == 3
+        return root
+
+    one, two = steps(1), steps(2)
+    assert [c[:2] for c in commands] == [
+        ["masks", "train"], ["masks", "sample"], ["baseline", "adabldm"], ["baseline", "adabldm"],
+        ["baseline", "dfmgan"], ["baseline", "dfmgan"], ["detect", "train"]]
+    _same_files(one, two)
+
+    replay, redirected = workdir / "notebook2-replay", []
+    for args in commands[:2] + [c for c in commands if c[2] == "generate"]:
+        out = Path(args[args.index("--out") + 1])
+        redirected.append(out.relative_to(two))
+        redirected_args = list(args)
+        redirected_args[args.index("--out") + 1] = str(replay / redirected[-1])
+        commands.append(redirected_args)
+    (workdir / "replay.json").write_text(json.dumps(commands[7:]))
+    _run2([str(workdir / "replay.json")], workdir / "replay.log", program=[str(REPO_ROOT / "tests" / "run_commands.py")])
+    assert json.loads((replay / "mask_ddpm" / "run_summary.json").read_text())["processes"] == 2
+    assert _files(replay / "mask_ddpm") == _files(two / "mask_ddpm")
+    for folder in redirected[1:]:  # the new masks, AdaBLDM's images for them, DFMGAN's pairs
+        _same_files(two / folder, replay / folder)

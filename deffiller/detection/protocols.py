@@ -12,6 +12,8 @@ Each (network, method) row is trained `detect.seeds[net]` times (seeds: the prof
 when the net is not named); the data splits stay those of the profile's seed. Every run lives in
 `<out>/<protocol>/<net>/<method>/seed<seed>/` and its scores are cached in `scores.json`, so an interrupted protocol
 resumes where it stopped. `seed_table` turns the runs into the tables: mean and sample std over seeds per row.
+A run trains with `train_detector` in this process unless the caller passes a `trainer` (the notebooks' launch of
+`deffiller detect train` on several processes).
 """
 from __future__ import annotations
 
@@ -94,12 +96,16 @@ def run_seeds(cfg: DetectConfig, net: str, seed: int) -> list[int]:
 
 
 def _run(net, method, seed, train_pairs, test_pairs, out: Path, cfg: DetectConfig, keep_weights: bool,
-         extra: dict) -> tuple[dict, Path]:
-    """Train (or resume) one run and score it on the test pairs; cached in `scores.json`."""
+         extra: dict, trainer=None) -> tuple[dict, Path]:
+    """Train (or resume) one run, with `trainer(net, pairs, out, seed) -> weights` when given, and score it on the
+    test pairs; cached in `scores.json`."""
     scores_path, weights = out / "scores.json", out / "model.pt"
     if scores_path.exists():
         return json.loads(scores_path.read_text()), weights
-    weights = train_detector(net, train_pairs, out, cfg, seed=seed, resume=True)
+    if trainer is None:
+        weights = train_detector(net, train_pairs, out, cfg, seed=seed, resume=True)
+    else:
+        weights = trainer(net, train_pairs, out, seed)
     device = resolve_device(cfg.device)
     scores = score_model(load_detector(net, weights, device), test_pairs, cfg.eval_batch_size, device)
     row = {"network": net, "method": method, "seed": seed, **scores, "n_train": len(train_pairs),
@@ -111,7 +117,7 @@ def _run(net, method, seed, train_pairs, test_pairs, out: Path, cfg: DetectConfi
 
 
 def _protocol(name, split, make_train, generated: dict, profile: Profile, out, nets, filter_generated,
-              keep_weights) -> pd.DataFrame:
+              keep_weights, trainer) -> pd.DataFrame:
     cfg = profile.section(DetectConfig)
     _check_named_nets(cfg)
     device = resolve_device(cfg.device)
@@ -121,7 +127,7 @@ def _protocol(name, split, make_train, generated: dict, profile: Profile, out, n
         for seed in run_seeds(cfg, net, profile.seed):
             folder, run = Path(out) / name / net, f"seed{seed}"
             row, base_weights = _run(net, BASELINE, seed, train, test, folder / BASELINE / run, cfg,
-                                     keep_weights or filter_generated, {})
+                                     keep_weights or filter_generated, {}, trainer)
             rows.append(row)
             for method, root in generated.items():
                 candidates = make_train(train, root)
@@ -136,7 +142,7 @@ def _protocol(name, split, make_train, generated: dict, profile: Profile, out, n
                     raise DefFillerError(f"{method}: no generated pair passed the IoU >= {cfg.filter_iou} filter "
                                          f"for {net}")
                 rows.append(_run(net, method, seed, train_pairs, test, folder / method / run, cfg, keep_weights,
-                                 extra)[0])
+                                 extra, trainer)[0])
     columns = ["network", "method", "seed", *METRICS, "meanF", "wF", "n_train", "n_test"]
     frame = pd.DataFrame(rows)
     return frame[columns + [c for c in frame.columns if c not in columns]]
@@ -167,11 +173,11 @@ def substitution_pairs(real_root, profile: Profile) -> dict[str, list[Pair]]:
 
 
 def substitution(real_root, generated: dict[str, str | Path], profile: Profile, out, nets=None,
-                 filter_generated: bool = False, keep_weights: bool = False) -> pd.DataFrame:
+                 filter_generated: bool = False, keep_weights: bool = False, trainer=None) -> pd.DataFrame:
     """The runs of Table 5: one row per (network, method, seed); `generated` maps a method name to its folder of
     images named like the real masks (the method's output for the training masks of `substitution_pairs`)."""
     return _protocol("substitution", substitution_pairs(real_root, profile), substitute_images, generated,
-                     profile, out, nets, filter_generated, keep_weights)
+                     profile, out, nets, filter_generated, keep_weights, trainer)
 
 
 def expansion_pairs(real_root, profile: Profile) -> dict[str, list[Pair]]:
@@ -180,8 +186,8 @@ def expansion_pairs(real_root, profile: Profile) -> dict[str, list[Pair]]:
 
 
 def expansion(real_root, generated: dict[str, str | Path], profile: Profile, out, nets=None,
-              filter_generated: bool = False, keep_weights: bool = False) -> pd.DataFrame:
+              filter_generated: bool = False, keep_weights: bool = False, trainer=None) -> pd.DataFrame:
     """The runs of Table 8: one row per (network, method, seed); `generated` maps a method name to a folder of
     generated pairs (dataset layout: images and their masks), added to the real training split."""
     return _protocol("expansion", expansion_pairs(real_root, profile), lambda _, root: load_pairs(root), generated,
-                     profile, out, nets, filter_generated, keep_weights)
+                     profile, out, nets, filter_generated, keep_weights, trainer)

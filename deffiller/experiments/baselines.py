@@ -13,6 +13,7 @@ from deffiller.config import Profile
 from deffiller.data.layout import MASK_DIRS
 from deffiller.experiments.common import ExperimentsConfig, eval_set, training_seconds
 from deffiller.experiments.data import start
+from deffiller.experiments.launch import data_args, launch, requested_processes
 from deffiller.experiments.masks import generated_masks_dir
 from deffiller.experiments.priors import prior_paths
 from deffiller.reporting.outputs import Outputs
@@ -29,27 +30,44 @@ def generated(profile: Profile, name: str, root: Path | None = None):
 def adabldm(profile: Profile, data, root: Path | None = None, train_split: Path | None = None) -> Path:
     """Train (or reuse) AdaBLDM on `data` (only the train rows of the manifest `train_split` when given) from the
     profile's SD prior under `root` (default: the profile's outputs); returns the run folder."""
-    folder = run_dir(profile, "adabldm", root)
-    train_adabldm(profile, data=data, train_manifest=train_split, base=prior_paths(profile)[0], out_dir=folder,
-                  resume=True, progress=False)
+    folder, base = run_dir(profile, "adabldm", root), prior_paths(profile)[0]
+    if requested_processes() > 1:
+        launch(profile, ["baseline", "adabldm", "train", *data_args(data, train_split), "--base", str(base), "--out",
+                         str(folder), "--resume"])
+    else:
+        train_adabldm(profile, data=data, train_manifest=train_split, base=base, out_dir=folder, resume=True,
+                      progress=False)
     return folder
+
+
+def adabldm_images(profile: Profile, masks: Path, name: str, root: Path | None = None) -> Path:
+    """AdaBLDM's images for the masks in `masks` into `<root>/generated/<name>`, from its models under `root`."""
+    folder, out = run_dir(profile, "adabldm", root), generated(profile, name, root)
+    if requested_processes() > 1:
+        launch(None, ["baseline", "adabldm", "generate", "--model", str(folder), "--masks", str(masks), "--out",
+                      str(out), "--seed", str(profile.seed)])
+    else:
+        generate_adabldm(folder, masks, out, seed=profile.seed, progress=False)
+    return out
 
 
 def adabldm_new(profile: Profile, root: Path | None = None) -> Path:
     """AdaBLDM's images (`adabldm_new`) for the mask DDPM's new masks, both under `root`."""
-    out = generated(profile, "adabldm_new", root)
-    generate_adabldm(run_dir(profile, "adabldm", root), generated_masks_dir(profile, root) / MASK_DIRS[0], out,
-                     seed=profile.seed, progress=False)
-    return out
+    return adabldm_images(profile, generated_masks_dir(profile, root) / MASK_DIRS[0], "adabldm_new", root)
 
 
 def dfmgan(profile: Profile, data, root: Path | None = None, train_split: Path | None = None) -> Path:
     """Train (or reuse) DFMGAN on `data` (only the train rows of the manifest `train_split` when given) under `root`
     (default: the profile's outputs), and draw `dfmgan_new`, its own pairs; returns the run folder."""
-    folder = run_dir(profile, "dfmgan", root)
-    train_dfmgan(profile, data=data, train_manifest=train_split, out_dir=folder, resume=True, progress=False)
-    generate_dfmgan(folder, profile.section(ExperimentsConfig).eval_per_class, generated(profile, "dfmgan_new", root),
-                    seed=profile.seed, progress=False)
+    folder, out = run_dir(profile, "dfmgan", root), generated(profile, "dfmgan_new", root)
+    per_class = profile.section(ExperimentsConfig).eval_per_class
+    if requested_processes() > 1:
+        launch(profile, ["baseline", "dfmgan", "train", *data_args(data, train_split), "--out", str(folder), "--resume"])
+        launch(None, ["baseline", "dfmgan", "generate", "--model", str(folder), "--per-class", str(per_class), "--out",
+                      str(out), "--seed", str(profile.seed)])
+    else:
+        train_dfmgan(profile, data=data, train_manifest=train_split, out_dir=folder, resume=True, progress=False)
+        generate_dfmgan(folder, per_class, out, seed=profile.seed, progress=False)
     return folder
 
 
@@ -61,7 +79,7 @@ def run(profile: Profile) -> Outputs:
 
     folder = adabldm(profile, source.root)
     adabldm_new(profile)
-    generate_adabldm(folder, real / MASK_DIRS[0], generated(profile, "adabldm_gt"), seed=profile.seed, progress=False)
+    adabldm_images(profile, real / MASK_DIRS[0], "adabldm_gt")
     rows.append({"method": "AdaBLDM", "models": "one ControlNet per class", "base": str(sd_path),
                  "train seconds": training_seconds_tree(folder)})
 

@@ -3,21 +3,23 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from deffiller.baselines.adabldm import generate_adabldm
 from deffiller.config import Profile
 from deffiller.data.layout import MASK_DIRS
+from deffiller.data.splits import write_manifest
 from deffiller.detection.protocols import expansion, seed_table, substitution, substitution_pairs
 from deffiller.detection.registry import Detector
 from deffiller.detection.train import DetectConfig
 from deffiller.experiments import baselines, generation
 from deffiller.experiments.common import ExperimentsConfig
 from deffiller.experiments.data import start
+from deffiller.experiments.launch import launch, requested_processes
 from deffiller.reporting.outputs import Outputs
 from deffiller.utils.io import recover_folder, staged_folder
 
@@ -53,6 +55,22 @@ def detector_tables(outputs: Outputs, name: str, runs: pd.DataFrame, profile: Pr
                   "train/test counts")
 
 
+def detector_trainer(profile: Profile):
+    """How the protocols train a detector here: in the kernel (None), or with `$DEFFILLER_PROCESSES` above 1 as
+    `deffiller detect train` on that many processes, its pairs handed over as a manifest of train rows."""
+    if requested_processes() == 1:
+        return None
+
+    def launched(net: str, pairs: list, out: Path, seed: int) -> Path:
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = write_manifest(Path(tmp) / "train.csv", {"train": pairs})
+            launch(profile, ["detect", "train", "--net", net, "--train", str(manifest), "--out", str(out), "--seed",
+                             str(seed), "--resume"])
+        return Path(out) / "model.pt"
+
+    return launched
+
+
 def substitution_masks(profile: Profile, source) -> Path:
     """The training masks of data substitution, copied into one folder the generators can take."""
     split = substitution_pairs(source.root, profile)
@@ -83,14 +101,14 @@ def substitution_sets(profile: Profile, source, root: Path | None = None) -> dic
     init = profile.section(ExperimentsConfig).main_init
     masks = substitution_masks(profile, source) / MASK_DIRS[0]
     deffiller = generation.generate(profile, init, masks, f"deffiller_{init}_substitution", root=root)
-    adabldm = baselines.generated(profile, "adabldm_substitution", root)
-    generate_adabldm(baselines.run_dir(profile, "adabldm", root), masks, adabldm, seed=profile.seed, progress=False)
+    adabldm = baselines.adabldm_images(profile, masks, "adabldm_substitution", root)
     return {"AdaBLDM": adabldm, "DefFiller": deffiller}
 
 
 def substitution_run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "08_substitution")
-    runs = substitution(source.root, substitution_sets(profile, source), profile, profile.path("outputs") / "detection")
+    runs = substitution(source.root, substitution_sets(profile, source), profile, profile.path("outputs") / "detection",
+                        trainer=detector_trainer(profile))
     outputs.table("table4", settings_table(profile), "Training settings of the detection models (this run)")
     detector_tables(outputs, "table5", runs, profile, "Detection before and after data substitution (9:1)")
     outputs.figure("fig7", fig7(_paper_names(runs)))
@@ -109,7 +127,8 @@ def expansion_sets(profile: Profile, root: Path | None = None) -> dict[str, Path
 
 def expansion_run(profile: Profile) -> Outputs:
     source, outputs = start(profile, "09_expansion")
-    runs = expansion(source.root, expansion_sets(profile), profile, profile.path("outputs") / "detection")
+    runs = expansion(source.root, expansion_sets(profile), profile, profile.path("outputs") / "detection",
+                     trainer=detector_trainer(profile))
     detector_tables(outputs, "table8", runs, profile, "Detection before and after data expansion (1:5)")
     outputs.finish()
     return outputs

@@ -13,7 +13,7 @@ from deffiller.data.layout import MASK_DIRS
 from deffiller.experiments.common import (NOTE, ExperimentsConfig, eval_set, example_names, example_rows, fid_frame,
                                           fid_row, floor_row, mask_row, training_seconds)
 from deffiller.experiments.data import start
-from deffiller.experiments.launch import launch, requested_processes
+from deffiller.experiments.launch import data_args, launch, requested_processes
 from deffiller.pipelines.deffiller import SampleConfig
 from deffiller.pipelines.generate import generate_from_masks
 from deffiller.reporting.figures import image_grid
@@ -42,8 +42,7 @@ def train(profile: Profile, source, init: str, adapted: bool = True, root: Path 
     Not `adapted`: zero training steps, the prior as loaded (with its new mask encoder) saved as a pipeline."""
     out = model_run(profile, init, adapted, root)
     if adapted and requested_processes() > 1:
-        split = ["--train-split", str(train_split)] if train_split else []
-        launch(profile, ["train", "--init", init, "--out", str(out), "--data", str(source.root), *split, "--resume"])
+        launch(profile, ["train", "--init", init, "--out", str(out), *data_args(source.root, train_split), "--resume"])
         return json.loads((out / SUMMARY).read_text())
     return train_deffiller(profile, init, out, data=source.root, train_manifest=train_split, resume=True,
                            progress=False, overrides=None if adapted else {"max_steps": 0})

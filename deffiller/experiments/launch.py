@@ -1,8 +1,8 @@
 """The notebooks' heavy steps on several processes: with `$DEFFILLER_PROCESSES` above 1 (`run_all.sh --processes N`),
-DefFiller's training and generation run as `accelerate launch -m deffiller train|generate ...`, the command a user
-would type, with the notebook's profile and overrides, instead of inside the notebook's kernel. Generation writes the
-files of the in-process call byte for byte; training is the same experiment (the profile's global batch, split
-across the processes)."""
+each training and bulk job of a notebook (DefFiller's, the mask DDPM's, the baselines', the detectors') runs as
+`accelerate launch -m deffiller ...`, the command a user would type, with the notebook's profile and overrides,
+instead of inside the notebook's kernel. They write the files of the in-process call: bulk jobs byte for byte given
+the same model; training is the same experiment (the profile's global batch, split across the processes)."""
 from __future__ import annotations
 
 import subprocess
@@ -22,11 +22,21 @@ def profile_args(profile: Profile) -> list[str]:
     return ["--profile", profile.source, *sets]
 
 
-def launch(profile: Profile, args: list[str]) -> None:
-    """Run `deffiller <args>` with `profile` on `requested_processes()` processes under accelerate launch."""
+def data_args(data, train_split) -> list[str]:
+    """A training command's data options: the train rows of the manifest `train_split` when given (the in-process
+    calls ignore `data` then too), else the dataset folder `data` (none: the profile's dataset)."""
+    if train_split is not None:
+        return ["--train-split", str(train_split)]
+    return [] if data is None else ["--data", str(data)]
+
+
+def launch(profile: Profile | None, args: list[str]) -> None:
+    """Run `deffiller <args>` with `profile` (None: a command that takes no profile) on `requested_processes()`
+    processes under accelerate launch."""
     processes = requested_processes()
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "-m", "deffiller", *args, *profile_args(profile)]
+               "--main_process_port", "0",  # a free port: other jobs on the machine may hold accelerate's 29500
+               "-m", "deffiller", *args, *(profile_args(profile) if profile is not None else [])]
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(done.stdout[-2000:], end="")
     if done.returncode != 0:

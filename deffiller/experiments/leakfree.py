@@ -10,12 +10,13 @@ protocol is overwritten and an interrupted run resumes; the detectors then train
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from deffiller.config import Profile
+import yaml
+
+from deffiller.config import Profile, load_profile
 from deffiller.data.layout import MASK_DIRS
 from deffiller.data.splits import read_manifest, split_pairs, write_manifest
 from deffiller.detection.protocols import BASELINE, expansion, expansion_pairs, substitution, substitution_pairs
@@ -62,12 +63,18 @@ def write_split(profile: Profile, source, protocol: str) -> Path:
 
 def with_priors(profile: Profile, folder: Path, train_split: Path) -> Profile:
     """The profile the leak-free generators use: with `leak_free.stand_in_priors`, its miniature priors rebuilt in
-    `folder/priors` on the train rows of `train_split`; else the profile itself (real priors never saw the data)."""
+    `folder/priors` on the train rows of `train_split`; else the profile itself (real priors never saw the data).
+    The new profile is a file, `folder/profile.yaml` (the profile's own with the priors' paths), loaded with the same
+    overrides: a command launched on several processes (`experiments.launch`) loads exactly it, outputs folder
+    included."""
     if not profile.section(LeakFreeConfig).stand_in_priors:
         return profile
-    model = {**profile.raw.get("model", {}), "sd_weights": str(folder / "priors" / "sd-like"),
-             "gligen_weights": str(folder / "priors" / "gligen-like" / "diffusion_pytorch_model.bin")}
-    own = dataclasses.replace(profile, raw={**profile.raw, "model": model})
+    raw = yaml.safe_load(Path(profile.source).read_text(encoding="utf-8"))
+    raw["profile"] = profile.name  # the outputs folder is named after it, not after the file
+    raw["model"] = {**raw.get("model", {}), "sd_weights": str(folder / "priors" / "sd-like"),
+                    "gligen_weights": str(folder / "priors" / "gligen-like" / "diffusion_pytorch_model.bin")}
+    source = write_text(folder / "profile.yaml", yaml.safe_dump(raw, sort_keys=False))
+    own = load_profile(source, profile.overrides)
     priors.build_stand_ins(own, split_pairs(train_split))
     return own
 
@@ -113,7 +120,8 @@ def run(profile: Profile, protocol: str = "expansion") -> Outputs | None:
     sets = generated_sets(profile, source, protocol, train_split)
     out = root(profile, protocol) / "detection"
     reuse_real_only_runs(profile.path("outputs") / "detection" / protocol, out / protocol)
-    runs = (expansion if protocol == "expansion" else substitution)(source.root, sets, profile, out)
+    runs = (expansion if protocol == "expansion" else substitution)(source.root, sets, profile, out,
+                                                                     trainer=detection.detector_trainer(profile))
     detection.detector_tables(outputs, table, runs, profile, caption)
     outputs.extra["leak_free"] = {"train_split": str(train_split), "generated": {m: str(p) for m, p in sets.items()},
                                   "stand_in_priors": profile.section(LeakFreeConfig).stand_in_priors}

@@ -14,9 +14,10 @@ from deffiller.evaluation.fid import fid_table
 from deffiller.evaluation.mask_quality import mask_quality, quality_table
 from deffiller.experiments.common import KID, NOTE, REAL, ExperimentsConfig, eval_set, floor_sets
 from deffiller.experiments.data import start
+from deffiller.experiments.launch import data_args, launch, requested_processes
 from deffiller.pipelines.mask_sampling import sample_masks, to_binary
 from deffiller.reporting.outputs import Outputs
-from deffiller.training.mask_ddpm import MaskDDPMConfig, load_mask, train_mask_ddpm
+from deffiller.training.mask_ddpm import MaskDDPMConfig, load_mask, mask_run, train_mask_ddpm
 from deffiller.utils.io import list_images, recover_folder, save_image, staged_folder
 
 
@@ -34,8 +35,13 @@ def new_masks(profile: Profile, data, root: Path | None = None, train_split: Pat
     """Train (or reuse) the mask DDPM on the masks of `data` (only the train rows of the manifest `train_split` when
     given) under `root` (default: the profile's outputs), and draw the new masks; returns the run summary."""
     cfg = profile.section(MaskDDPMConfig)
-    summary = train_mask_ddpm(profile, run_dir(profile, root), data=data, train_manifest=train_split, resume=True)
-    sample_masks(summary["model"], generated_masks_dir(profile, root), cfg.per_class, seed=profile.seed,
+    folder, out = run_dir(profile, root), generated_masks_dir(profile, root)
+    if requested_processes() > 1:
+        launch(profile, ["masks", "train", "--out", str(folder), *data_args(data, train_split), "--resume"])
+        launch(profile, ["masks", "sample", "--model", str(folder), "--out", str(out)])
+        return mask_run(folder)
+    summary = train_mask_ddpm(profile, folder, data=data, train_manifest=train_split, resume=True)
+    sample_masks(summary["model"], out, cfg.per_class, seed=profile.seed,
                  steps=cfg.sampling_steps, sampler=cfg.sampler, source_size=profile.data.source_size,
                  image_size=profile.data.image_size, upsample=cfg.upsample, batch_size=cfg.sample_batch_size,
                  device=cfg.device, progress=False)

@@ -12,7 +12,10 @@ RNG), exact resume, NaN detection and a run summary. A task may override:
   `update(loss, optimizer_name)`; returns the values to log (`loss` is the run's main one). Such a step's phases
   see each other's updates, so it is meant for gradient_accumulation_steps 1;
 - `checkpoint_extras()`: tensors beyond the trainable parameters that change in training and that a checkpoint must
-  hold (BatchNorm statistics, an EMA copy), saved and restored as strictly as the parameters.
+  hold (BatchNorm statistics, an EMA copy), saved and restored as strictly as the parameters;
+- `calls_networks_directly = True`: its `training_step` calls its networks, not `model` (a GAN's phases), so the
+  distributed wrapper never sees the forward passes; `update` then averages the optimizer's gradients over the
+  processes itself before stepping (as StyleGAN3's training loop does).
 
     class MyTask(TrainingTask):
         def __init__(self):
@@ -102,6 +105,8 @@ class LoopConfig:
 class TrainingTask(torch.nn.Module):
     """A trainable model as seen by `train`: subclass it, see the module docstring."""
 
+    calls_networks_directly = False
+
     def trainable_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """Named groups of the parameters to optimise; every other parameter must have requires_grad=False."""
         raise NotImplementedError
@@ -144,6 +149,20 @@ def step_generator(seed: int, step: int, micro_batch: int, device) -> torch.Gene
     """The generator of one micro-batch of a step (its index in the global batch, 0 with one process and no
     accumulation): independent of every other step and micro-batch and of the global RNG."""
     return seeded_generator(seed, step, micro_batch, device=device)
+
+
+def average_gradients(params: list[torch.nn.Parameter], accelerator: Accelerator) -> None:
+    """Average the gradients of `params` over the processes in one all-reduce, with DDP's rule for unused
+    parameters: a gradient missing on some processes counts as zero there, one missing on all of them stays None
+    (so the optimizer skips that parameter, as with one process)."""
+    device = params[0].device
+    flat = torch.cat([torch.zeros(p.numel(), device=device) if p.grad is None else p.grad.detach().flatten().float()
+                      for p in params] + [torch.tensor([p.grad is not None for p in params], device=device).float()])
+    flat = accelerator.reduce(flat, reduction="sum")
+    grads, present = flat[: -len(params)].split([p.numel() for p in params]), flat[-len(params):]
+    for p, grad, count in zip(params, grads, present.tolist()):
+        if count:
+            p.grad = (grad / accelerator.num_processes).view_as(p).to(p.dtype)
 
 
 def micro_batch_size(batch_size: int, processes: int, accumulation: int) -> int:
@@ -417,9 +436,11 @@ def train(task: TrainingTask, dataset, config: LoopConfig, out_dir, seed: int = 
         if not accelerator.sync_gradients:  # gradients accumulate until the step's last micro-batch
             return
         optimizer, scheduler = optimizers[name or default]
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if task.calls_networks_directly and processes > 1:
+            average_gradients(params, accelerator)
         if config.grad_clip is not None:
-            accelerator.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
-                                        config.grad_clip)
+            accelerator.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         if scheduler is not None and not optimizer.step_was_skipped:  # an fp16 overflow skips the step, and so the schedule
             scheduler.step()

@@ -3,6 +3,7 @@ DDPM objective and the training entry point (`deffiller masks train`)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from deffiller.data.splits import training_pairs
 from deffiller.errors import DefFillerError
 from deffiller.models.mask_ddpm import build_scheduler, build_unet
 from deffiller.pipelines.mask_sampling import MODEL_DIR, MaskClasses, MaskDDPMPipeline, save_mask_model
-from deffiller.training.loop import TrainingTask, LoopConfig, train
+from deffiller.training.loop import SUMMARY, LoopConfig, TrainingTask, train
 from deffiller.utils.io import read_image
 from deffiller.utils.processes import is_main_process
 
@@ -123,8 +124,15 @@ def train_mask_ddpm(profile: Profile, out_dir, data=None, train_manifest=None, r
                 "classes": list(dataset.classes)}
     summary = train(MaskDDPMTask(unet, scheduler, cfg.hflip), dataset, loop_config, out_dir, seed=profile.seed,
                     resume=resume, progress=progress, run_info=run_info)
-    model = Path(out_dir) / MODEL_DIR
     if is_main_process():
         classes = MaskClasses(tuple(profile.data.classes), tuple(profile.data.prefixes))
-        save_mask_model(MaskDDPMPipeline(unet.to("cpu").eval(), scheduler), model, classes, profile.name)
-    return {**summary, "steps": summary["step"], "model": str(model)}
+        save_mask_model(MaskDDPMPipeline(unet.to("cpu").eval(), scheduler), Path(out_dir) / MODEL_DIR, classes,
+                        profile.name)
+    return mask_run(out_dir, summary)
+
+
+def mask_run(out_dir, summary: dict | None = None) -> dict:
+    """What `train_mask_ddpm` returns for the run in `out_dir`: its summary (read from the folder when not given, as
+    after a launched `deffiller masks train`) with its step count and model folder."""
+    summary = summary or json.loads((Path(out_dir) / SUMMARY).read_text())
+    return {**summary, "steps": summary["step"], "model": str(Path(out_dir) / MODEL_DIR)}

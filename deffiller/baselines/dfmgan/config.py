@@ -60,9 +60,10 @@ class DFMGANConfig:
     def steps(self, kimg: float) -> int:
         return max(1, math.ceil(kimg * 1000 / self.batch))
 
-    def check(self) -> "DFMGANConfig":
-        """DefFillerError naming the first bad setting; returns self."""
+    def check(self, processes: int = 1) -> "DFMGANConfig":
+        """DefFillerError naming the first bad setting for a run on `processes` processes; returns self."""
         from deffiller.baselines.dfmgan.networks import check_resolution
+        from deffiller.training.loop import micro_batch_size
 
         try:
             check_resolution(self.resolution, self.res_start)
@@ -72,8 +73,11 @@ class DFMGANConfig:
             raise DefFillerError(f"dfmgan.stage1_source={self.stage1_source!r}: choose one of {STAGE1_SOURCES}")
         if self.mode_seek not in MODE_SEEK:
             raise DefFillerError(f"dfmgan.mode_seek={self.mode_seek!r}: choose one of {MODE_SEEK}")
-        if self.mode_seek != "none" and self.batch % 2:
-            raise DefFillerError(f"dfmgan.batch={self.batch}: the mode-seeking loss pairs the batch's halves; use an even batch")
-        if self.batch < self.pl_batch_shrink:
-            raise DefFillerError(f"dfmgan.batch={self.batch} is smaller than pl_batch_shrink={self.pl_batch_shrink}")
+        share = micro_batch_size(self.batch, processes, 1)  # each process trains on its share of the batch
+        where = f"dfmgan.batch={self.batch}" + (f" on {processes} processes ({share} each)" if processes > 1 else "")
+        if self.mode_seek != "none" and share % 2:
+            raise DefFillerError(f"{where}: the mode-seeking loss pairs the halves of a process's batch; use an even "
+                                 f"batch per process")
+        if share < self.pl_batch_shrink:
+            raise DefFillerError(f"{where}: a process's batch is smaller than pl_batch_shrink={self.pl_batch_shrink}")
         return self

@@ -4,7 +4,7 @@ once per class (defect blocks, mask head and defect mapping on that class's pair
 Every stage trains on the project's loop (`deffiller.training.loop`) in its own folder: `metrics.jsonl`, atomic
 `checkpoints/` every `checkpoint_every` steps (removed when the stage finishes), `run_summary.json` (`train_seconds`
 summed over resumes) and `model.pt`; finished stages are skipped on a rerun and an unfinished one continues with
-`resume`.
+`resume`. Under `accelerate launch` every stage trains on all processes (see `trainer`) and the main process writes.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from deffiller.config import Profile
 from deffiller.errors import DefFillerError
 from deffiller.training.loop import CHECKPOINTS, LoopConfig, train
 from deffiller.utils.device import resolve_device
-from deffiller.utils.processes import process_count
+from deffiller.utils.processes import is_main_process, process_count, wait_for_everyone
 from deffiller.utils.seeds import derive_seed
 
 DEFECT_PREFIXES = ("defect_mapping.", "synthesis.defect_blocks.")
@@ -35,8 +35,6 @@ DEFECT_PREFIXES = ("defect_mapping.", "synthesis.defect_blocks.")
 def fit(task: DFMGANTask, reals, steps: int, run_dir: Path, seed: int, resume: bool, desc: str,
         progress: bool = True) -> dict:
     """Train one stage to `steps` steps of `cfg.batch` reals in `run_dir`; returns its last logged losses."""
-    if process_count() > 1:  # the phases call the networks directly, so accelerate could not all-reduce gradients
-        raise DefFillerError("DFMGAN trains on one process; run `deffiller baseline dfmgan train` without accelerate launch")
     cfg = task.cfg
     loop = LoopConfig(max_steps=steps, batch_size=cfg.batch, lr=cfg.lr, adam_betas=cfg.betas,
                       checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
@@ -45,9 +43,16 @@ def fit(task: DFMGANTask, reals, steps: int, run_dir: Path, seed: int, resume: b
 
 
 def _finish(run_dir: Path, state: dict) -> None:
-    """The stage's model, then its checkpoints go (the model supersedes them)."""
-    save_state(run_dir / "model.pt", state)
-    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    """The stage's model, then its checkpoints go (the model supersedes them); the main process writes."""
+    if is_main_process():
+        save_state(run_dir / "model.pt", state)
+        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    wait_for_everyone()
+
+
+def _write_manifest(out_dir: Path, meta: dict) -> None:
+    if is_main_process():
+        write_manifest(out_dir, meta)
 
 
 def _stage1(cfg: DFMGANConfig, pairs, run_dir: Path, device, seed: int, resume: bool,
@@ -79,7 +84,7 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
 
     Stage 1 uses every pair given (all classes); stage 2 the pairs of each class in `classes` (default: all).
     """
-    cfg = profile.section(DFMGANConfig).check()
+    cfg = profile.section(DFMGANConfig).check(process_count())
     device = resolve_device(cfg.device)
     pairs, described, classes = training_set(profile, data, train_manifest, classes)
     out_dir = Path(out_dir or profile.path("outputs") / "dfmgan")
@@ -90,7 +95,8 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
     meta.update(config=config, data=described, profile=profile.name, seed=profile.seed,
                 source_size=profile.data.source_size)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(out_dir, meta)
+    wait_for_everyone()  # every process has read the manifest before the main one rewrites it
+    _write_manifest(out_dir, meta)
 
     stage1_dir = out_dir / STAGE1
     lines = [f"DFMGAN on {described} ({len(pairs)} pairs) at {cfg.resolution} px on {device}"]
@@ -99,7 +105,7 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
     else:
         source, logs = _stage1(cfg, pairs, stage1_dir, device, profile.seed, resume, progress)
         meta["stage1"] = {"source": source, "steps": cfg.steps(cfg.stage1_kimg), "last": logs}
-        write_manifest(out_dir, meta)
+        _write_manifest(out_dir, meta)
         lines.append(f"stage 1 on {source}: {cfg.steps(cfg.stage1_kimg)} steps of {cfg.batch} -> {stage1_dir / 'model.pt'}")
     stage1 = load_state(stage1_dir / "model.pt")
 
@@ -118,7 +124,7 @@ def train_dfmgan(profile: Profile, data=None, train_manifest=None, out_dir=None,
         _finish(class_dir, {"G_ema": task.G_ema.state_dict()})
         meta["classes"].append(label)
         meta["runs"][label] = {"pairs": len(class_pairs), "steps": steps, "last": logs}
-        write_manifest(out_dir, meta)
+        _write_manifest(out_dir, meta)
         lines.append(f"{label}: {len(class_pairs)} pairs, {steps} steps, last losses "
                      + ", ".join(f"{k} {v:.3f}" for k, v in logs.items()) + f" -> {class_dir / 'model.pt'}")
     return {"out_dir": out_dir, "lines": lines, **meta}

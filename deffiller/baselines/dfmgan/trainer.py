@@ -5,6 +5,10 @@ phase is its own Adam step on the one net it trains.
 Stage 1 trains the whole generator. Stage 2 (a generator with defect blocks plus `d_match`) trains only the
 defect mapping and defect blocks; the backbone never gets gradients. The draws of a step (latents, style mixing,
 DiffAugment, noise inputs, path-length directions) come from torch's global RNG, which the loop seeds per step.
+
+On several processes each one draws as many fakes as it has reals (its share of the global batch), the loop averages
+every phase's gradients before its Adam step, and the running means the networks track (w_avg, the path-length
+mean) are averaged at the end of each step, so every process holds the same state: the one a checkpoint keeps.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import contextlib
 import copy
 
 import torch
+from accelerate.utils import reduce
 from torch import nn
 
 from deffiller.baselines.dfmgan.augment import DiffAugment
@@ -30,6 +35,8 @@ def lazy_adam(params, cfg: DFMGANConfig, reg_interval: int) -> torch.optim.Adam:
 
 class DFMGANTask(TrainingTask):
     """One stage of DFMGAN; batches are {"image"} (stage 1) or {"image", "mask"} (stage 2) of real samples."""
+
+    calls_networks_directly = True
 
     def __init__(self, G: Generator, D: Discriminator, cfg: DFMGANConfig, d_match: Discriminator | None = None,
                  ema_rampup: float | None = None):
@@ -97,8 +104,8 @@ class DFMGANTask(TrainingTask):
     def _match_input(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.cat([img, torch.tanh(self.cfg.tanh_k * mask)], dim=1)
 
-    def _g_main(self, logs: dict, update) -> None:
-        cfg, n = self.cfg, self.cfg.batch
+    def _g_main(self, n: int, logs: dict, update) -> None:
+        cfg = self.cfg
         with self._phase("G"):
             img, mask, ws, defect_ws = self._fake(n)
             loss = generator_loss(self.D(self.augment(img)))
@@ -116,9 +123,9 @@ class DFMGANTask(TrainingTask):
                     logs["loss_ms"] = float(ms.detach())
             update(loss, "G")
 
-    def _g_reg(self, logs: dict, update) -> None:
+    def _g_reg(self, n: int, logs: dict, update) -> None:
         with self._phase("G"):
-            n = self.cfg.batch // self.cfg.pl_batch_shrink
+            n = n // self.cfg.pl_batch_shrink
             ws = self._styles(self.G.mapping, n)
             defect_ws = self._styles(self.G.defect_mapping, n) if self.defect else None
             if not ws.requires_grad:  # stage 2: the frozen mapping's styles; the penalty still reaches the defect blocks
@@ -155,21 +162,30 @@ class DFMGANTask(TrainingTask):
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
             b_ema.copy_(b)
 
+    @torch.no_grad()
+    def _average_tracked(self) -> None:
+        """Each process tracked its running means over its own samples; their average is the global batch's."""
+        mappings = [self.G.mapping] + ([self.G.defect_mapping] if self.defect else [])
+        for buffer in [self.path_length.mean] + [mapping.w_avg for mapping in mappings]:
+            buffer.copy_(reduce(buffer, "mean"))
+
     def training_step(self, model, batch, generator, step, update) -> dict:
-        """One iteration of every phase; returns the losses as floats."""
+        """One iteration of every phase on this process's reals (and as many fakes); returns the losses as floats."""
         cfg, logs = self.cfg, {}
-        self._g_main(logs, update)
-        if cfg.pl_weight > 0 and step % cfg.g_reg_interval == 0:
-            self._g_reg(logs, update)
         real, real_mask = batch["image"], batch.get("mask")
+        n = len(real)
+        self._g_main(n, logs, update)
+        if cfg.pl_weight > 0 and step % cfg.g_reg_interval == 0:
+            self._g_reg(n, logs, update)
         regularise = cfg.r1_gamma > 0 and step % cfg.d_reg_interval == 0
         with torch.no_grad():
-            fake, fake_mask, _, _ = self._fake(cfg.batch)
+            fake, fake_mask, _, _ = self._fake(n)
         self._d("D", real, fake, regularise, logs, update)
         if self.defect:
             with torch.no_grad():
-                fake, fake_mask, _, _ = self._fake(cfg.batch)
+                fake, fake_mask, _, _ = self._fake(n)
             self._d("D_match", torch.cat([real, real_mask], dim=1), self._match_input(fake, fake_mask), regularise, logs,
                     update)
+        self._average_tracked()
         self._update_ema(step + 1)
         return logs
