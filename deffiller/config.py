@@ -25,7 +25,7 @@ import yaml
 from deffiller.errors import DefFillerError
 
 PROFILES = ("tiny", "smoke", "cpu", "paper")
-DEFAULT_PROFILE = "smoke"  # of every command
+DEFAULT_PROFILE = "cpu"  # of every command and of run_all.sh
 TYPED = ("seed", "paths", "data")  # the top-level keys this module types; other sections belong to their modules
 PACKAGE_DIR = Path(__file__).resolve().parent
 
