@@ -1,4 +1,4 @@
-"""Profiles (`deffiller/configs/{tiny,smoke,paper}.yaml`, shipped inside the package) loaded into typed config objects.
+"""Profiles (`deffiller/configs/{tiny,smoke,cpu,paper}.yaml`, shipped inside the package) loaded into typed config objects.
 
 A profile is one YAML file. Its `paths`, `data` and `seed` are typed here; every other top-level
 section belongs to the module that uses it, which declares a dataclass with `SECTION = "<name>"`
