@@ -72,7 +72,8 @@ def reference(workdir, profile, data):
 
 def _leftovers(folder: Path) -> list[str]:
     """Half-written things: temporaries of atomic writes and partial folders."""
-    return [str(p.relative_to(folder)) for p in folder.rglob("*") if TEMP_NAME.fullmatch(p.name) or "partial" in p.name]
+    return [str(p.relative_to(folder)) for p in folder.rglob("*")
+            if TEMP_NAME.fullmatch(p.name) or "partial" in p.name or p.name.endswith(".deleting")]
 
 
 def _losses(run: Path) -> list[float]:
@@ -122,14 +123,19 @@ def _generate_args(model, masks, out, profile, *extra):
             "--steps", "2", "--batch-size", "1", "--threads", "1", *extra]
 
 
+def _finished(images: Path) -> list[Path]:
+    """The images written in full (an atomic write's temporary ends in .bmp too)."""
+    return [p for p in images.glob("*.bmp") if not TEMP_NAME.fullmatch(p.name)] if images.is_dir() else []
+
+
 def test_sigkill_mid_generation_then_rerun_finishes_without_redoing_or_losing_images(reference, profile, workdir,
                                                                                      capsys):
     masks, out, log = _masks(workdir / "gen_masks", 24), workdir / "gen", workdir / "gen.log"
     images = out / "Source Images"
     # one mask per batch: an image is then bit-exact whatever the batches of the interrupted and resumed runs
     proc = start_job(["deffiller", *_generate_args(reference, masks, out, profile)], log)
-    kill_when(proc, lambda: images.is_dir() and len(list(images.glob("*.bmp"))) >= 3, log)
-    before = {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in images.glob("*.bmp")}
+    kill_when(proc, lambda: len(_finished(images)) >= 3, log)
+    before = {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in _finished(images)}
     assert 3 <= len(before) < 24
     (images / ".Sc_24.bmp.a1b2c3.tmp.bmp").write_bytes(b"BM half")  # a kill inside a write leaves this
     capsys.readouterr()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deffiller.utils.io import recover_folder, replace_folder, staged_folder
+from deffiller.utils.io import recover_folder, remove_folder, remove_stale_temps, replace_folder, staged_folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OLD = {"a.txt": "old", "sub/b.txt": "old", "sub/c.txt": "old"}
@@ -37,6 +37,12 @@ with staged_folder(Path(sys.argv[1]) / "model") as staging:
         (staging / name).write_text(text)
 print(steps[0])
 """ % (NEW,)
+
+# The same kill points in `remove_folder(argv[1]/model)`.
+REMOVER = CHILD.split("with staged_folder")[0].replace("import staged_folder", "import remove_folder") + """
+remove_folder(Path(sys.argv[1]) / "model")
+print(steps[0])
+"""
 
 
 def write_tree(folder, files):
@@ -94,3 +100,24 @@ def test_a_failing_writer_leaves_the_old_folder(tmp_path):
         write_tree(staging, NEW)
         raise RuntimeError("save_pretrained failed")
     assert read_tree(model) == OLD and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_a_kill_inside_remove_folder_leaves_the_whole_folder_or_none_of_it(tmp_path):
+    outcomes, kill_at = [], 1
+    while True:
+        root = tmp_path / f"kill-{kill_at}"
+        root.mkdir()
+        write_tree(root / "model", OLD)
+        run = subprocess.run([sys.executable, "-c", REMOVER, str(root), str(kill_at)], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        if run.returncode == 0:
+            assert int(run.stdout) == kill_at - 1
+            break
+        assert run.returncode == -9, run.stderr
+        outcomes.append(read_tree(root / "model"))  # what a reader of the parent sees right after the kill
+        remove_stale_temps(root)
+        assert [p.name for p in root.iterdir()] in (["model"], [])  # a cut-short deletion is finished, nothing else
+        kill_at += 1
+    assert list(root.iterdir()) == []
+    assert outcomes[0] == OLD and all(o in (OLD, None) for o in outcomes)
+    assert outcomes.count(None) >= len(OLD)  # every unlink of the deletion was a kill point after the rename

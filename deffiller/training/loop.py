@@ -72,7 +72,7 @@ from transformers import get_constant_schedule_with_warmup
 
 from deffiller.errors import DefFillerError
 from deffiller.utils.clock import SUMMARY_KEY, TrainingClock
-from deffiller.utils.io import remove_stale_temps, replace_folder, write_json, write_text
+from deffiller.utils.io import remove_folder, remove_stale_temps, replace_folder, write_json, write_text
 from deffiller.utils.provenance import provenance
 from deffiller.utils.seeds import derive_seed, seeded_generator
 
@@ -410,6 +410,7 @@ def train(task: TrainingTask, dataset, config: LoopConfig, out_dir, seed: int = 
     if accelerator.is_main_process:
         shutil.rmtree(out_dir / CHECKPOINTS / ".partial", ignore_errors=True)
         remove_stale_temps(out_dir)
+        remove_stale_temps(out_dir / CHECKPOINTS)
         last = _truncate_metrics(out_dir / METRICS, start)
     last = broadcast_object_list([last])[0]  # every process reports it, even with no step left to run
     summary = {"status": "running", "step": start, "max_steps": config.max_steps, "seed": seed,
@@ -505,7 +506,7 @@ def _save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: i
                                                              "gradient_accumulation_steps": accelerator.gradient_accumulation_steps}))
         replace_folder(partial, out_dir / CHECKPOINTS / f"step-{step}")
         for old in checkpoint_dirs(out_dir)[: -max(keep, 1)]:
-            shutil.rmtree(old)
+            remove_folder(old)
     accelerator.wait_for_everyone()
 
 

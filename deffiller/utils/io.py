@@ -156,13 +156,32 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def remove_stale_temps(folder) -> list[Path]:
-    """Delete the temporary files that writers killed inside `atomic_path` left in `folder` (not recursive);
-    returns them. Call it only while no other process writes into `folder`."""
+def _doomed(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.deleting")
+
+
+def remove_folder(folder) -> None:
+    """Delete `folder` so that a kill midway never leaves it half-deleted under its own name: it is renamed aside
+    first, and `remove_stale_temps` of its parent finishes a deletion that was cut short."""
     folder = Path(folder)
-    stale = sorted(p for p in folder.iterdir() if p.is_file() and TEMP_NAME.fullmatch(p.name)) if folder.is_dir() else []
+    doomed = _doomed(folder)
+    os.rename(folder, doomed)
+    shutil.rmtree(doomed)
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete the temporary files that writers killed inside `atomic_path` left in `folder` (not recursive), and
+    the folders whose `remove_folder` was cut short; returns them. Call it only while no other process writes into
+    `folder`."""
+    folder = Path(folder)
+    entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    stale = [p for p in entries if (p.is_file() and TEMP_NAME.fullmatch(p.name))
+             or (p.is_dir() and p.name.startswith(".") and p.name.endswith(".deleting"))]
     for p in stale:
-        p.unlink(missing_ok=True)
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
     return stale
 
 
