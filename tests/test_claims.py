@@ -104,6 +104,9 @@ def test_floor_ratio_and_mask_gap(run_folder):
     assert floor[("Table 1", "mask S, real - DefFiller")] == "0.050"  # 0.9 - 0.85
     assert floor[("Table 3", "mask S, real - DefFiller")] == "0.150"
     assert floor[("Table 7", "AVG FID, DefFiller / real")].startswith(NOT_RUN)
+    assert floor[("Table 5", "MINet S, trained on real data alone")] == "0.800 ± 0.010"
+    assert floor[("Table 5", "CSEPNet S, trained on real data alone")] == "0.500"  # one seed: no spread
+    assert floor[("Table 8", "MINet S, trained on real data alone")] == "0.700 ± 0.020"
 
 
 def test_every_claim_is_not_run_without_tables(tmp_path):
