@@ -7,7 +7,7 @@ import pytest
 from deffiller.config import load_profile
 from deffiller.errors import DefFillerError
 from deffiller.reporting.claims import (FAILS, HOLDS, NO_SPREAD, NOT_RUN, NOT_SEPARABLE, check_claims, floor_measures,
-                                        judge)
+                                        judge, read_table)
 from deffiller.reporting.report import build_report, profile_note
 
 NAN = math.nan
@@ -89,6 +89,24 @@ def test_each_verdict_from_hand_made_tables(run_folder):
     average = verdict(claims, "Table 8", "DefFiller pairs raises S on average")
     assert average["verdict"] == NOT_SEPARABLE and "+2.9% relative" in average["this run"]  # 0.02 / 0.70
     assert verdict(claims, "Table 8", "DFMGAN")["verdict"] == NOT_RUN
+
+
+def test_one_seed_of_a_short_training_is_not_evidence(run_folder):
+    frame = read_table(run_folder / "table5.csv")  # pandas' own reader would take the method "None" for a missing value
+    frame["note"] = "short training"  # every row; MINet's 3 seeds still give a spread to judge against
+    frame.to_csv(run_folder / "table5.csv", index=False)
+    expansion = detector_rows([("CSEPNet", "None", 0.30, NAN, 1), ("CSEPNet", "DefFiller", 0.60, NAN, 1),
+                               ("MINet", "None", 0.70, 0.01, 3), ("MINet", "DefFiller", 0.75, 0.01, 3)])
+    expansion.loc[expansion["network"] == "CSEPNet", "note"] = "short training"
+    expansion.to_csv(run_folder / "table8.csv", index=False)
+    claims = check_claims(run_folder)
+    csepnet = verdict(claims, "Table 5", "CSEPNet: substituting DefFiller")  # drop 0.1 on one seed: no evidence
+    assert csepnet["verdict"] == NOT_SEPARABLE and csepnet["spread"] == f"{NO_SPREAD}; short training"
+    assert verdict(claims, "Table 5", "MINet: substituting DefFiller")["verdict"] == HOLDS
+    assert verdict(claims, "Table 8", "CSEPNet: adding DefFiller")["verdict"] == NOT_SEPARABLE  # +0.3, one seed
+    assert verdict(claims, "Table 8", "MINet: adding DefFiller")["verdict"] == HOLDS  # +0.05 against 2 x 0.01
+    average = verdict(claims, "Table 8", "DefFiller pairs raises S on average")
+    assert average["verdict"] == NOT_SEPARABLE and average["spread"] == f"{NO_SPREAD}; short training"
 
 
 def test_spread_needs_two_seeds(run_folder):

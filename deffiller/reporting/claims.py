@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deffiller.detection.protocols import SHORT_NOTE
+
 HOLDS, FAILS, NOT_SEPARABLE, NOT_RUN = "holds", "does not hold", "not separable", "not run"
 NO_SPREAD = "no spread measured"
 FID_COLUMNS = ("inclusion", "patches", "scratches", "AVG")
@@ -24,7 +26,9 @@ RULE = (
     "Spread of an FID: the absolute difference between the FIDs of the main DefFiller model sampled with two seeds "
     "(`fid_seeds.csv`), per class for a class, AVG for AVG. Spread of a detector comparison: the larger sample std "
     "over training seeds of the two rows; for an average over networks, the mean of the networks' spreads. Where only "
-    f"one seed ran, the spread column says \"{NO_SPREAD}\" and the verdict is the margin's sign alone. A claim with "
+    f"one seed ran, the spread column says \"{NO_SPREAD}\" and the verdict is the margin's sign alone, unless a row "
+    f"is marked \"{SHORT_NOTE}\": a detector stopped before converging, on one seed, gives no evidence either way, "
+    f"so its comparison is **not separable**. A claim with "
     f"several rivals holds only if it holds against each, and does not hold if it fails against any. \"{NOT_RUN}\": "
     "its table (or a row it needs) was not produced by this run. "
     f"Table 5's \"keeps S\" margin is {KEEP_S_WITHIN} minus the drop of S from real data."
@@ -197,6 +201,21 @@ def _pair(frame: pd.DataFrame, network: str, method: str) -> tuple[float, float,
     return base, ours, None if base_std is None or ours_std is None else max(base_std, ours_std)
 
 
+def _short(frame: pd.DataFrame, network: str, *methods: str) -> bool:
+    """Whether any of the (network, method) rows is marked as stopped before converging."""
+    rows = frame[(frame["network"] == network) & frame["method"].isin(methods)]
+    return "note" in rows and rows["note"].fillna("").str.contains(SHORT_NOTE, regex=False).any()
+
+
+def _unsupported(spread: float | None, short: bool) -> bool:
+    """One seed of a detector that stopped before converging: its margin could be anything."""
+    return spread is None and short
+
+
+def _spread_or_short(spread: float | None, short: bool, what: str) -> str:
+    return f"{NO_SPREAD}; {SHORT_NOTE}" if _unsupported(spread, short) else _spread_text(spread, what)
+
+
 def _networks(run: RunTables, name: str) -> list[str]:
     try:
         frame = run.table(name)
@@ -209,8 +228,10 @@ def _detector_claim(run: RunTables, name: str, network: str, method: str, text: 
     """A claim on one network's rows: `margin_of(S without, S with method's data)` is positive when it holds."""
     def check(frame):
         base, ours, spread = _pair(frame, network, method)
-        return (f"None {base:.3f}, {method} {ours:.3f} ({ours - base:+.3f})", judge(margin_of(base, ours), spread),
-                _spread_text(spread, "larger std of the two rows"))
+        short = _short(frame, network, "None", method)
+        verdict = NOT_SEPARABLE if _unsupported(spread, short) else judge(margin_of(base, ours), spread)
+        return (f"None {base:.3f}, {method} {ours:.3f} ({ours - base:+.3f})", verdict,
+                _spread_or_short(spread, short, "larger std of the two rows"))
 
     return _claim(run, name, f"{network}: {text}", check)
 
@@ -218,13 +239,16 @@ def _detector_claim(run: RunTables, name: str, network: str, method: str, text: 
 def _average_claim(run: RunTables, name: str, method: str, text: str, sign: int) -> dict:
     """`sign` x the mean over networks of (S with `method`'s data - S without) is positive."""
     def check(frame):
-        pairs = [_pair(frame, network, method) for network in dict.fromkeys(frame["network"])]
+        networks = list(dict.fromkeys(frame["network"]))
+        pairs = [_pair(frame, network, method) for network in networks]
         change = float(np.mean([ours - base for base, ours, _ in pairs]))
         relative = 100 * float(np.mean([(ours - base) / base for base, ours, _ in pairs]))
         spreads = [spread for *_, spread in pairs]
         spread = None if None in spreads else float(np.mean(spreads))
-        return (f"mean change of S {change:+.3f} ({relative:+.1f}% relative; networks: {len(pairs)})",
-                judge(sign * change, spread), _spread_text(spread, "mean over networks of the larger std"))
+        short = any(_unsupported(s, _short(frame, n, "None", method)) for n, s in zip(networks, spreads))
+        verdict = NOT_SEPARABLE if spread is None and short else judge(sign * change, spread)
+        return (f"mean change of S {change:+.3f} ({relative:+.1f}% relative; networks: {len(pairs)})", verdict,
+                _spread_or_short(spread, short, "mean over networks of the larger std"))
 
     return _claim(run, name, text, check)
 
