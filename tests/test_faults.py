@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from deffiller.cli import main
 from deffiller.training.loop import checkpoint_dirs
-from deffiller.utils.io import TEMP_NAME, read_image, save_image, sha256_file
+from deffiller.utils.io import DOOMED_NAME, TEMP_NAME, read_image, save_image, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STEPS = 8
@@ -73,7 +73,7 @@ def reference(workdir, profile, data):
 def _leftovers(folder: Path) -> list[str]:
     """Half-written things: temporaries of atomic writes and partial folders."""
     return [str(p.relative_to(folder)) for p in folder.rglob("*")
-            if TEMP_NAME.fullmatch(p.name) or "partial" in p.name or p.name.endswith(".deleting")]
+            if TEMP_NAME.fullmatch(p.name) or DOOMED_NAME.fullmatch(p.name) or "partial" in p.name]
 
 
 def _losses(run: Path) -> list[float]:

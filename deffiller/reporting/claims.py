@@ -207,13 +207,8 @@ def _short(frame: pd.DataFrame, network: str, *methods: str) -> bool:
     return "note" in rows and rows["note"].fillna("").str.contains(SHORT_NOTE, regex=False).any()
 
 
-def _unsupported(spread: float | None, short: bool) -> bool:
-    """One seed of a detector that stopped before converging: its margin could be anything."""
-    return spread is None and short
-
-
-def _spread_or_short(spread: float | None, short: bool, what: str) -> str:
-    return f"{NO_SPREAD}; {SHORT_NOTE}" if _unsupported(spread, short) else _spread_text(spread, what)
+def _spread_or_short(spread: float | None, unsupported: bool, what: str) -> str:
+    return f"{NO_SPREAD}; {SHORT_NOTE}" if unsupported else _spread_text(spread, what)
 
 
 def _networks(run: RunTables, name: str) -> list[str]:
@@ -228,10 +223,10 @@ def _detector_claim(run: RunTables, name: str, network: str, method: str, text: 
     """A claim on one network's rows: `margin_of(S without, S with method's data)` is positive when it holds."""
     def check(frame):
         base, ours, spread = _pair(frame, network, method)
-        short = _short(frame, network, "None", method)
-        verdict = NOT_SEPARABLE if _unsupported(spread, short) else judge(margin_of(base, ours), spread)
+        unsupported = spread is None and _short(frame, network, "None", method)  # one seed stopped early: no evidence
+        verdict = NOT_SEPARABLE if unsupported else judge(margin_of(base, ours), spread)
         return (f"None {base:.3f}, {method} {ours:.3f} ({ours - base:+.3f})", verdict,
-                _spread_or_short(spread, short, "larger std of the two rows"))
+                _spread_or_short(spread, unsupported, "larger std of the two rows"))
 
     return _claim(run, name, f"{network}: {text}", check)
 
@@ -245,10 +240,10 @@ def _average_claim(run: RunTables, name: str, method: str, text: str, sign: int)
         relative = 100 * float(np.mean([(ours - base) / base for base, ours, _ in pairs]))
         spreads = [spread for *_, spread in pairs]
         spread = None if None in spreads else float(np.mean(spreads))
-        short = any(_unsupported(s, _short(frame, n, "None", method)) for n, s in zip(networks, spreads))
-        verdict = NOT_SEPARABLE if spread is None and short else judge(sign * change, spread)
+        unsupported = any(s is None and _short(frame, n, "None", method) for n, s in zip(networks, spreads))
+        verdict = NOT_SEPARABLE if unsupported else judge(sign * change, spread)
         return (f"mean change of S {change:+.3f} ({relative:+.1f}% relative; networks: {len(pairs)})", verdict,
-                _spread_or_short(spread, short, "mean over networks of the larger std"))
+                _spread_or_short(spread, unsupported, "mean over networks of the larger std"))
 
     return _claim(run, name, text, check)
 

@@ -19,6 +19,7 @@ IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 TEMP_NAME = re.compile(r"\..+\.[^.]+\.tmp(\.[^.]*)?")  # .<name>.<random>.tmp<suffix>, as atomic_path names them
+DOOMED_NAME = re.compile(r"\..+\.deleting")  # .<name>.deleting, as remove_folder names a folder it deletes
 
 
 def _umask() -> int:
@@ -156,15 +157,11 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _doomed(folder: Path) -> Path:
-    return folder.with_name(f".{folder.name}.deleting")
-
-
 def remove_folder(folder) -> None:
     """Delete `folder` so that a kill midway never leaves it half-deleted under its own name: it is renamed aside
     first, and `remove_stale_temps` of its parent finishes a deletion that was cut short."""
     folder = Path(folder)
-    doomed = _doomed(folder)
+    doomed = folder.with_name(f".{folder.name}.deleting")
     os.rename(folder, doomed)
     shutil.rmtree(doomed)
 
@@ -176,7 +173,7 @@ def remove_stale_temps(folder) -> list[Path]:
     folder = Path(folder)
     entries = sorted(folder.iterdir()) if folder.is_dir() else []
     stale = [p for p in entries if (p.is_file() and TEMP_NAME.fullmatch(p.name))
-             or (p.is_dir() and p.name.startswith(".") and p.name.endswith(".deleting"))]
+             or (p.is_dir() and DOOMED_NAME.fullmatch(p.name))]
     for p in stale:
         if p.is_dir():
             shutil.rmtree(p)
