@@ -16,11 +16,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 OLD = {"a.txt": "old", "sub/b.txt": "old", "sub/c.txt": "old"}
 NEW = {"a.txt": "new", "sub/d.txt": "new"}
 
-# Writes NEW through `staged_folder` into argv[1]/model and SIGKILLs itself before the argv[2]-th rename/unlink/rmdir.
-CHILD = """
+# A child that SIGKILLs itself before the argv[2]-th rename/unlink/rmdir, then runs on argv[1]/model.
+KILL_AT_STEP = """
 import os, signal, sys
 from pathlib import Path
-from deffiller.utils.io import staged_folder
+from deffiller.utils.io import remove_folder, staged_folder
 
 steps, kill_at = [0], int(sys.argv[2])
 def counted(step):
@@ -31,15 +31,17 @@ def counted(step):
         return step(*args, **kwargs)
     return run
 os.rename, os.unlink, os.rmdir = counted(os.rename), counted(os.unlink), counted(os.rmdir)
+"""
+# Writes NEW through `staged_folder`.
+CHILD = KILL_AT_STEP + """
 with staged_folder(Path(sys.argv[1]) / "model") as staging:
     for name, text in %r.items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_text(text)
 print(steps[0])
 """ % (NEW,)
-
-# The same kill points in `remove_folder(argv[1]/model)`.
-REMOVER = CHILD.split("with staged_folder")[0].replace("import staged_folder", "import remove_folder") + """
+# Deletes the folder through `remove_folder`.
+REMOVER = KILL_AT_STEP + """
 remove_folder(Path(sys.argv[1]) / "model")
 print(steps[0])
 """
