@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from deffiller.detection.protocols import SHORT_NOTE
+from deffiller.reporting.paper import paper_table
 
 HOLDS, FAILS, NOT_SEPARABLE, NOT_RUN = "holds", "does not hold", "not separable", "not run"
 NO_SPREAD = "no spread measured"
@@ -212,11 +213,13 @@ def _spread_or_short(spread: float | None, unsupported: bool, what: str) -> str:
 
 
 def _networks(run: RunTables, name: str) -> list[str]:
+    """The paper's networks of this table (one the run left out gets "not run" claims), then any the run adds."""
+    published = list(dict.fromkeys(paper_table(name.partition("_")[0])["network"]))
     try:
         frame = run.table(name)
     except _Missing:
-        return ["every network"]
-    return list(dict.fromkeys(frame["network"])) if "network" in frame else ["every network"]
+        return published
+    return list(dict.fromkeys(published + (list(frame["network"]) if "network" in frame else [])))
 
 
 def _detector_claim(run: RunTables, name: str, network: str, method: str, text: str, margin_of) -> dict:
