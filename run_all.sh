@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the paper: run the numbered notebooks with papermill; tables and figures land in figures/<profile>/.
-# Usage: bash run_all.sh [--profile tiny|smoke|cpu|paper] [--only NN[,NN]] [--from NN] [--force] [--keep-going] [--set S.K=V] [--processes N]
+# Usage: bash run_all.sh [--profile tiny|smoke|cpu|paper] [--only NN[,NN]] [--from NN] [--force] [--keep-going] [--set S.K=V] [--processes N] [--threads N]
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/env.sh

@@ -109,18 +109,21 @@ def test_overrides_reach_the_notebooks_and_their_own_folders(tmp_path, monkeypat
                                        "profile = load_profile(PROFILE, OVERRIDES)\n"
                                        "outputs = Outputs(profile, '01')\n"
                                        "from deffiller.utils.processes import requested_processes\n"
+                                       "from deffiller.utils.threads import set_torch_threads\n"
                                        "outputs.table('t', pd.DataFrame({'guidance': "
-                                       "[profile.section(SampleConfig).guidance], 'processes': [requested_processes()]}))\n"
+                                       "[profile.section(SampleConfig).guidance], 'processes': [requested_processes()], "
+                                       "'threads': [set_torch_threads()]}))\n"
                                        "outputs.finish()\n")]
     cells[0].metadata["tags"] = ["parameters"]
     kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=kernel), notebooks / "01_a.ipynb")
 
     monkeypatch.delenv("DEFFILLER_PROCESSES", raising=False)
+    monkeypatch.delenv("DEFFILLER_THREADS", raising=False)
     assert runner.main(["--profile", "tiny", "--notebooks", str(notebooks), "--set", "sample.guidance=5",
-                        "--processes", "2"]) == 0
+                        "--processes", "2", "--threads", "3"]) == 0
     changed = [p for p in (tmp_path / "figures").iterdir() if p.name.startswith("tiny-set-")]
     assert len(changed) == 1 and not (tmp_path / "figures" / "tiny").exists()
-    assert (changed[0] / "t.csv").read_text().splitlines()[1].split(",") == ["5", "2"]  # --processes reaches the kernel
+    assert (changed[0] / "t.csv").read_text().splitlines()[1].split(",") == ["5", "2", "3"]  # --processes, --threads reach it
     provenance = json.loads((changed[0] / "provenance_01.json").read_text())
     assert provenance["overrides"] == {"sample.guidance": 5}

@@ -7,6 +7,7 @@ import torch
 import deffiller.utils.threads as threads
 from deffiller.cli import main
 from deffiller.config import load_profile
+from deffiller.errors import DefFillerError
 from deffiller.experiments.data import start
 
 
@@ -18,6 +19,17 @@ def test_half_the_cores_unless_told(monkeypatch):
     assert threads.set_torch_threads() == 1
 
 
+def test_run_all_threads_reach_the_helper_through_the_environment(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    monkeypatch.setenv(threads.THREADS_ENV, "2")
+    assert threads.set_torch_threads() == 2 == torch.get_num_threads()
+    assert threads.set_torch_threads(4) == 4  # an explicit count (the CLI's --threads) wins
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(threads.THREADS_ENV, bad)
+        with pytest.raises(DefFillerError, match="DEFFILLER_THREADS"):
+            threads.set_torch_threads()
+
+
 def test_notebook_start_sets_threads_as_the_cli(monkeypatch, synth_dataset, tmp_path):
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
     monkeypatch.setenv("DEFFILLER_DATASET", str(synth_dataset))
@@ -25,7 +37,8 @@ def test_notebook_start_sets_threads_as_the_cli(monkeypatch, synth_dataset, tmp_
     assert torch.get_num_threads() == 3 and source.root == synth_dataset
 
 
-@pytest.mark.parametrize("command", [["generate", "--masks", "m", "--out", "o"], ["train", "--out", "o"]])
+@pytest.mark.parametrize("command", [["generate", "--masks", "m", "--out", "o"], ["train", "--out", "o"],
+                                     ["demo", "--model", "absent"]])
 def test_cli_commands_use_the_helper(monkeypatch, tmp_path, command):
     calls = []
     monkeypatch.setattr(threads, "set_torch_threads", calls.append)
@@ -33,5 +46,5 @@ def test_cli_commands_use_the_helper(monkeypatch, tmp_path, command):
     args = [*command, "--threads", "2", "--profile", str(tmp_path / "absent.yaml")]
     if command[0] == "generate":
         args += ["--model", "absent"]
-    assert main(args) == 2  # stops at the missing profile, after choosing threads
+    assert main(args) == 2  # stops at the missing profile (demo: or at an absent Gradio), after choosing threads
     assert calls == [2]

@@ -18,11 +18,9 @@ def register(parser):
 
 
 def _demo(args):
-    import os
+    from deffiller.utils.threads import set_torch_threads
 
-    import torch
-
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // 2))
+    set_torch_threads(args.threads)
     from deffiller.demo.session import DemoSession
     from deffiller.errors import DefFillerError
 

@@ -26,6 +26,7 @@ from deffiller.config import DEFAULT_PROFILE, PROFILES, REPO_ROOT, configs_dir, 
 from deffiller.data.layout import DATASET_DIR
 from deffiller.utils.io import remove_stale_temps, write_json
 from deffiller.utils.processes import PROCESSES_ENV
+from deffiller.utils.threads import THREADS_ENV
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -178,12 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=1, metavar="N",
                         help="run the notebooks' DefFiller training and generation on N processes (accelerate launch: "
                              "one per GPU); results are those of one process")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch's CPU threads in every notebook (default: half the cores; all of an idle machine's "
+                             "cores are faster, but two threads on two busy cores can be many times slower than one)")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, metavar="DIR",
                         help="folder of the numbered notebooks (default: the repository's notebooks/)")
     args = parser.parse_args(argv)
     if args.processes < 1:
         parser.error("--processes: 1 or more")
     os.environ[PROCESSES_ENV] = str(args.processes)  # read by the kernels (deffiller.experiments.launch)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads: 1 or more")
+        os.environ[THREADS_ENV] = str(args.threads)  # read by the kernels (deffiller.utils.threads)
     only = [n.strip().zfill(2) for n in args.only.split(",")] if args.only else None
     start = args.start.zfill(2) if args.start else None
     results = run_all(args.profile, only, start, args.force, args.keep_going, args.timeout, args.notebooks,
