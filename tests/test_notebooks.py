@@ -118,8 +118,8 @@ def test_overrides_reach_the_notebooks_and_their_own_folders(tmp_path, monkeypat
     kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=kernel), notebooks / "01_a.ipynb")
 
-    monkeypatch.delenv("DEFFILLER_PROCESSES", raising=False)
-    monkeypatch.delenv("DEFFILLER_THREADS", raising=False)
+    for name in ("DEFFILLER_PROCESSES", "DEFFILLER_THREADS"):  # set here so that the runner's values are undone after
+        monkeypatch.setenv(name, "1")
     assert runner.main(["--profile", "tiny", "--notebooks", str(notebooks), "--set", "sample.guidance=5",
                         "--processes", "2", "--threads", "3"]) == 0
     changed = [p for p in (tmp_path / "figures").iterdir() if p.name.startswith("tiny-set-")]

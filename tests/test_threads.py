@@ -11,6 +11,11 @@ from deffiller.errors import DefFillerError
 from deffiller.experiments.data import start
 
 
+@pytest.fixture(autouse=True)
+def no_threads_from_the_environment(monkeypatch):
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+
+
 def test_half_the_cores_unless_told(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
     assert threads.set_torch_threads() == 3 == torch.get_num_threads()
