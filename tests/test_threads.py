@@ -16,16 +16,23 @@ def no_threads_from_the_environment(monkeypatch):
     monkeypatch.delenv(threads.THREADS_ENV, raising=False)
 
 
-def test_half_the_cores_unless_told(monkeypatch):
+@pytest.mark.parametrize("busy_percent, expected", [(0.0, 6), (4.0, 6), (50.0, 3), (60.0, 2), (100.0, 1)])
+def test_the_idle_cores_unless_told(monkeypatch, busy_percent, expected):
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
-    assert threads.set_torch_threads() == 3 == torch.get_num_threads()
+    monkeypatch.setattr(threads.psutil, "cpu_percent", lambda interval: busy_percent)
+    assert threads.set_torch_threads() == expected == torch.get_num_threads()
     assert threads.set_torch_threads(2) == 2 == torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert threads.set_torch_threads() == 1
 
 
+def test_idle_cores_watches_the_machine():
+    assert 1 <= threads.idle_cores(os.cpu_count() or 1, sample_s=0.05) <= (os.cpu_count() or 1)
+
+
 def test_run_all_threads_reach_the_helper_through_the_environment(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(threads.psutil, "cpu_percent", lambda interval: 0.0)
     monkeypatch.setenv(threads.THREADS_ENV, "2")
     assert threads.set_torch_threads() == 2 == torch.get_num_threads()
     assert threads.set_torch_threads(4) == 4  # an explicit count (the CLI's --threads) wins
@@ -37,6 +44,7 @@ def test_run_all_threads_reach_the_helper_through_the_environment(monkeypatch):
 
 def test_notebook_start_sets_threads_as_the_cli(monkeypatch, synth_dataset, tmp_path):
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(threads.psutil, "cpu_percent", lambda interval: 50.0)
     monkeypatch.setenv("DEFFILLER_DATASET", str(synth_dataset))
     source, _ = start(load_profile("tiny", {"paths.figures": str(tmp_path)}), "00_test")
     assert torch.get_num_threads() == 3 and source.root == synth_dataset
