@@ -126,4 +126,4 @@ def test_overrides_reach_the_notebooks_and_their_own_folders(tmp_path, monkeypat
     assert len(changed) == 1 and not (tmp_path / "figures" / "tiny").exists()
     assert (changed[0] / "t.csv").read_text().splitlines()[1].split(",") == ["5", "2", "3"]  # --processes, --threads reach it
     provenance = json.loads((changed[0] / "provenance_01.json").read_text())
-    assert provenance["overrides"] == {"sample.guidance": 5}
+    assert provenance["overrides"] == {"sample.guidance": 5} and provenance["torch_threads"] == 3

@@ -1,7 +1,7 @@
 """`deffiller demo`: the interactive page (draw a mask, get defect images, add them to a dataset), served locally."""
 from __future__ import annotations
 
-from deffiller.cli.settings import add_profile_options, load_settings
+from deffiller.cli.settings import add_profile_options, add_threads_option, load_settings
 
 
 def register(parser):
@@ -13,7 +13,7 @@ def register(parser):
     parser.add_argument("--dataset", default="demo_dataset", help="default folder of 'add to dataset'")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: half the cores)")
+    add_threads_option(parser)
     parser.set_defaults(func=_demo)
 
 

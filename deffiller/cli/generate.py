@@ -1,7 +1,7 @@
 """`deffiller generate`: masks + class prompts -> defect images, written as a dataset (SD-Saliency-900 layout)."""
 from __future__ import annotations
 
-from deffiller.cli.settings import add_profile_options, load_settings
+from deffiller.cli.settings import add_profile_options, add_threads_option, load_settings
 
 
 def register(parser):
@@ -18,8 +18,7 @@ def register(parser):
     parser.add_argument("--uncond-grounding", choices=("null", "mask"), help="unconditional guidance branch: null "
                         "grounding tokens (the official sampler) or the mask tokens (the paper's eq. 5); default "
                         "sample.uncond_grounding")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: half the cores; two threads "
-                        "on two busy cores can be many times slower than one)")
+    add_threads_option(parser)
     parser.set_defaults(func=_generate)
 
 

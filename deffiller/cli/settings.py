@@ -7,6 +7,7 @@ import importlib
 from deffiller.config import DEFAULT_PROFILE, Profile, load_profile, parse_settings
 from deffiller.errors import DefFillerError
 
+
 def add_profile_options(parser: argparse.ArgumentParser, purpose: str = "", default: str | None = DEFAULT_PROFILE,
                         help: str | None = None) -> None:
     """`--profile` (`purpose` completes its help, e.g. ", for its `fid` section") and the repeatable `--set`."""
@@ -17,6 +18,11 @@ def add_profile_options(parser: argparse.ArgumentParser, purpose: str = "", defa
                              "[1, 2]); {profile} in its paths then becomes <profile>-set-<digest>, so the changed "
                              "run never overwrites the profile's outputs and figures")
 
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """`--threads N`, handed to `deffiller.utils.threads.set_torch_threads` when the command runs."""
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: the cores no other process keeps "
+                        "busy when the command starts; two threads on two busy cores can be many times slower than one)")
 
 
 # The dataclass of every profile section (module:class), imported only for the sections a `--set` changes, so that

@@ -1,7 +1,7 @@
 """`deffiller train`: train DefFiller (paper 3.1, 4.1.2) from scratch, SD-1.4 or GLIGEN-sem weights."""
 from __future__ import annotations
 
-from deffiller.cli.settings import add_profile_options, load_settings
+from deffiller.cli.settings import add_profile_options, add_threads_option, load_settings
 
 
 def register(parser):
@@ -17,8 +17,7 @@ def register(parser):
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--steps", type=int, help="override train.max_steps")
     parser.add_argument("--seed", type=int, help="override the profile's seed")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: half the cores; two threads "
-                        "on two busy cores can be many times slower than one)")
+    add_threads_option(parser)
     parser.set_defaults(func=_train)
 
 

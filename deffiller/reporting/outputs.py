@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from deffiller.config import Profile
 from deffiller.utils.io import atomic_path, sha256_file, write_json, write_text
@@ -73,6 +74,7 @@ class Outputs:
             "outputs": sorted(set(self.written)),
             **provenance(),
             "wall_time_s": round(time.time() - self.started, 1),
+            "torch_threads": torch.get_num_threads(),
             **self.extra,
         }
         return write_json(self.folder / f"provenance_{self.notebook}.json", record)

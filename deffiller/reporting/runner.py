@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the notebooks' DefFiller training and generation on N processes (accelerate launch: "
                              "one per GPU); results are those of one process")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="torch's CPU threads in every notebook (default: half the cores; all of an idle machine's "
-                             "cores are faster, but two threads on two busy cores can be many times slower than one)")
+                        help="torch's CPU threads in every notebook (default: the cores no other process keeps busy "
+                             "when the notebook starts; two threads on two busy cores can be many times slower than one)")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, metavar="DIR",
                         help="folder of the numbered notebooks (default: the repository's notebooks/)")
     args = parser.parse_args(argv)
