@@ -171,3 +171,8 @@ def test_claims_read_the_tables_as_the_notebooks_write_them(tmp_path):
     floor = floor_measures(outputs.folder).set_index(["table", "measure"])["this run"]
     assert floor[("Table 1", "AVG FID, DefFiller / real")] == "1.25"
     assert floor[("Table 1", "mask S, real - DefFiller")] == "0.100"
+
+
+def test_judge_note_names_the_size_the_judge_runs_at():
+    assert "run at its official test size, draws" in judge_note(JudgeConfig())
+    assert "run at 224 px, draws" in judge_note(JudgeConfig(input_size=224))

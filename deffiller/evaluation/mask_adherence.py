@@ -75,9 +75,9 @@ def judge_note(cfg: JudgeConfig) -> str:
     if not cfg.path.is_file() and cfg.if_missing == "skip":
         return (f"`mask S` is not computed in this run: the judge's weights {cfg.path} are absent "
                 "(`experiments.judge.if_missing: skip`), so that column is empty.")
-    size = cfg.input_size or "its official test size"
+    size = f"{cfg.input_size} px" if cfg.input_size else "its official test size"
     return (f"`mask S`: S-measure of the maps that {cfg.net} ({cfg.path.name}, a detector trained on real data), run at "
-            f"{size} px, draws on each image, against the image's conditioning mask; the `real` row is real images "
+            f"{size}, draws on each image, against the image's conditioning mask; the `real` row is real images "
             "against their own masks, the floor.")
 
 
