@@ -185,10 +185,15 @@ def test_two_processes_train_a_detector_and_adabldm(workdir, profile, data):
 def test_notebook_generation_on_two_processes_writes_the_files_of_one(single, workdir, profile, data, monkeypatch,
                                                                       capsys):
     """`run_all.sh --processes 2`: the notebooks' generation runs as `accelerate launch -m deffiller generate` with the
-    notebook's profile and overrides, and writes what the in-process call writes."""
+    notebook's profile and overrides, and writes what the in-process call writes at the same torch threads (the
+    kernel's `run_all.sh --threads 1`, which the launched command inherits)."""
     from deffiller.config import load_profile, parse_settings
     from deffiller.experiments import generation
     from deffiller.experiments.launch import profile_args
+    from deffiller.utils.threads import THREADS_ENV, set_torch_threads
+
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert set_torch_threads() == 1
 
     loaded = load_profile(profile, {"sample.batch_size": 2, "sample.steps": 2})
     assert parse_settings([a.removeprefix("--set=") for a in profile_args(loaded)[2:]]) == loaded.overrides

@@ -14,6 +14,7 @@ from deffiller.experiments.data import start
 @pytest.fixture(autouse=True)
 def no_threads_from_the_environment(monkeypatch):
     monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
 
 
 @pytest.mark.parametrize("busy_percent, expected", [(0.0, 6), (4.0, 6), (50.0, 3), (60.0, 2), (100.0, 1)])
@@ -24,6 +25,14 @@ def test_the_idle_cores_unless_told(monkeypatch, busy_percent, expected):
     assert threads.set_torch_threads(2) == 2 == torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert threads.set_torch_threads() == 1
+
+
+@pytest.mark.parametrize("processes, expected", [("1", 6), ("2", 3), ("4", 1), ("8", 1)])
+def test_a_launch_shares_the_idle_cores_among_its_processes(monkeypatch, processes, expected):
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(threads.psutil, "cpu_percent", lambda interval: 0.0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+    assert threads.set_torch_threads() == expected
 
 
 def test_idle_cores_watches_the_machine():

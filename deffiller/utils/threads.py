@@ -20,14 +20,15 @@ def idle_cores(cores: int, sample_s: float = IDLE_SAMPLE_S) -> int:
 
 def set_torch_threads(threads: int | None = None) -> int:
     """Set torch's CPU threads to `threads`, else to `$DEFFILLER_THREADS`, else to the cores that are idle right now,
-    and return the count: on an idle machine every core is faster, while two threads on two cores that another job
-    keeps busy can be many times slower than one (mask DDPM training went from 0.5 to 8 s a step beside one other job).
-    Each notebook kernel chooses when it starts."""
+    shared among the processes a launch started on this machine (`$LOCAL_WORLD_SIZE`: they all look at once, before
+    any of them loads a core), and return the count: on an idle machine every core is faster, while two threads on two
+    cores that another job keeps busy can be many times slower than one (mask DDPM training went from 0.5 to 8 s a
+    step beside one other job). Each notebook kernel chooses when it starts."""
     value = os.environ.get(THREADS_ENV)
     if threads is None and value:
         if not value.isdigit() or int(value) < 1:
             raise DefFillerError(f"${THREADS_ENV}={value!r}: give a whole number of threads, 1 or more")
         threads = int(value)
-    count = threads or idle_cores(os.cpu_count() or 1)
+    count = threads or max(1, idle_cores(os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(count)
     return count
