@@ -52,6 +52,11 @@ def process_index() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_process_count() -> int:
+    """The number of this job's processes on this machine (`LOCAL_WORLD_SIZE`), 1 for a plain run."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def local_process_index() -> int:
     """This process's index on its node: the GPU it uses."""
     return int(os.environ.get("LOCAL_RANK", "0"))

@@ -7,6 +7,7 @@ import psutil
 import torch
 
 from deffiller.errors import DefFillerError
+from deffiller.utils.processes import local_process_count
 
 THREADS_ENV = "DEFFILLER_THREADS"  # run_all.sh --threads N: the notebook kernels' torch threads
 IDLE_SAMPLE_S = 0.25  # how long the machine's load is watched before choosing
@@ -29,6 +30,6 @@ def set_torch_threads(threads: int | None = None) -> int:
         if not value.isdigit() or int(value) < 1:
             raise DefFillerError(f"${THREADS_ENV}={value!r}: give a whole number of threads, 1 or more")
         threads = int(value)
-    count = threads or max(1, idle_cores(os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    count = threads or max(1, idle_cores(os.cpu_count() or 1) // local_process_count())
     torch.set_num_threads(count)
     return count
